@@ -1,0 +1,114 @@
+"""MNIST read as a sequence, held in memory and served in batches cut by index."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from rnnexp.data.idx import load_mnist, locate
+
+# How an image (N, 28, 28) becomes a sequence (N, steps, features).
+VIEWS = {
+    "rows": lambda images: images,  # 28 steps of 28 pixels, top to bottom
+    "columns": lambda images: images.transpose(1, 2).contiguous(),  # 28 steps, left to right
+}
+
+
+class InMemoryBatches:
+    """Batches sliced from tensors, in a fresh random order each epoch when `shuffle`.
+
+    No per-sample __getitem__ and collate: one index operation per batch, on whatever device the
+    tensors live on.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def __iter__(self):
+        n, size = len(self.y), self.batch_size
+        if not self.shuffle:
+            for start in range(0, n, size):
+                yield self.x[start : start + size], self.y[start : start + size]
+            return
+        order = torch.randperm(n, device=self.x.device)
+        for start in range(0, n, size):
+            idx = order[start : start + size]
+            yield self.x[idx], self.y[idx]
+
+
+class MnistSequenceDataModule(pl.LightningDataModule):
+    """Train / validation / test splits of MNIST as (batch, steps, features) float tensors in [0, 1].
+
+    The validation set is the first `val_size` training images, as in the classic TensorFlow
+    tutorials (55,000 / 5,000); the test set is all 10,000 test images.
+    """
+
+    num_classes = 10
+
+    def __init__(
+        self,
+        root: str = "data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        view: str = "rows",
+        download: bool = True,
+    ):
+        super().__init__()
+        if view not in VIEWS:
+            raise ValueError(f"data.view={view!r}: choose one of {', '.join(VIEWS)}")
+        self.root, self.view, self.download = root, view, download
+        self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def input_size(self) -> int:
+        return 28
+
+    def prepare_data(self) -> None:
+        locate(self.root, download_missing=self.download)  # fetch once, before any split is built
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        arrays = load_mnist(self.root, download_missing=self.download)
+        train_x, train_y = self._tensors(arrays["train_images"], arrays["train_labels"])
+        if not 0 < self.val_size < len(train_y):
+            raise ValueError(
+                f"data.val_size={self.val_size}: must be between 1 and {len(train_y) - 1} "
+                f"(there are {len(train_y)} training images in {self.root})"
+            )
+        v = self.val_size
+        self.splits = {
+            "train": (train_x[v:], train_y[v:]),
+            "val": (train_x[:v], train_y[:v]),
+            "test": self._tensors(arrays["test_images"], arrays["test_labels"]),
+        }
+
+    def _tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.asarray(images, dtype=np.float32)).div_(255.0)
+        return VIEWS[self.view](x), torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
+        self.setup()
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        x, y = self.splits[split]
+        if x.device != device:  # keep the split on the training device: no copy per batch
+            x, y = x.to(device), y.to(device)
+            self.splits[split] = (x, y)
+        return InMemoryBatches(x, y, batch_size, shuffle)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", self.eval_batch_size, shuffle=False)

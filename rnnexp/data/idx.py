@@ -1,0 +1,159 @@
+"""Read, validate and fetch the four MNIST IDX files.
+
+The IDX format: a 4-byte magic number (two zero bytes, a type code, the number of dimensions), one
+big-endian uint32 per dimension, then the data. MNIST uses type 0x08 (unsigned byte) for both the
+images (3 dimensions) and the labels (1 dimension). Files may be gzip-compressed or plain.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+# (file name, MD5 of the published .gz file) as served by the mirrors torchvision uses.
+FILES = {
+    "train_images": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+    "train_labels": ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
+    "test_images": ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+UBYTE = 0x08
+
+
+class IdxError(ValueError):
+    """A data file is missing, malformed or inconsistent; the message names the file."""
+
+
+def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
+    """Read one IDX file of unsigned bytes with `ndim` dimensions, checking its header and length."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise IdxError(f"{path}: cannot read ({err})") from err
+    if len(raw) < 4:
+        raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    zero, dtype, dims = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != UBYTE or dims != ndim:
+        raise IdxError(
+            f"{path}: magic number 0x{raw[:4].hex()} is not an IDX file of unsigned bytes with "
+            f"{ndim} dimensions (expected 0x000008{ndim:02x})"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IdxError(f"{path}: file ends inside the header ({len(raw)} bytes)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = header + int(np.prod(shape))
+    if len(raw) != expected:
+        raise IdxError(
+            f"{path}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
+            "bytes: truncated or not an MNIST file"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def find(root: Path, name: str) -> Path | None:
+    """The file `name` in `root`, gzip-compressed or plain (the compressed one wins)."""
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(root: Path, name: str, checksum: str, mirrors=MIRRORS) -> Path:
+    """Fetch `name`.gz from the first mirror that serves it with the right MD5.
+
+    The file is written under a temporary name and renamed only once verified, so an interrupted
+    or corrupt download never leaves a file that looks complete.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"{name}.gz"
+    errors = []
+    for mirror in mirrors:
+        url = f"{mirror}{name}.gz"
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+                while block := response.read(1 << 20):
+                    out.write(block)
+            got = md5(Path(tmp))
+            if got != checksum:
+                errors.append(f"{url}: MD5 {got}, expected {checksum}")
+                continue
+            os.replace(tmp, target)
+            return target
+        except (OSError, urllib.error.URLError) as err:
+            errors.append(f"{url}: {getattr(err, 'reason', err)}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    raise OSError("; ".join(errors))
+
+
+def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, Path]:
+    """Paths of the four MNIST files in `root`, downloading the missing ones when allowed.
+
+    Raises one IdxError that lists every file still missing, the folder searched and how to
+    provide the files.
+    """
+    root = Path(root).expanduser().resolve()
+    paths, missing, failures = {}, [], []
+    for key, (name, checksum) in FILES.items():
+        path = find(root, name)
+        if path is None and download_missing:
+            try:
+                path = download(root, name, checksum, mirrors)
+            except OSError as err:
+                failures.append(f"{name}.gz ({err})")
+        if path is None:
+            missing.append(name)
+        else:
+            paths[key] = path
+    if missing:
+        how = "download failed: " + "; ".join(failures) + ". " if failures else ""
+        raise IdxError(
+            f"MNIST files missing from {root}: {', '.join(f'{m}[.gz]' for m in missing)}. {how}"
+            "Copy the four IDX files (gzip or plain) there, or point data.root (or the "
+            "RNNEXP_DATA_DIR environment variable) at a folder that has them."
+        )
+    return paths
+
+
+def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, np.ndarray]:
+    """The four MNIST arrays, validated: uint8 images (N, 28, 28) and labels (N,) in 0..9."""
+    paths = locate(root, download_missing, mirrors)
+    arrays = {}
+    for split in ("train", "test"):
+        images = read_idx(paths[f"{split}_images"], ndim=3)
+        labels = read_idx(paths[f"{split}_labels"], ndim=1)
+        if images.shape[1:] != (28, 28):
+            raise IdxError(f"{paths[f'{split}_images']}: images are {images.shape[1:]}, expected (28, 28)")
+        if len(images) != len(labels):
+            raise IdxError(
+                f"{paths[f'{split}_images']} has {len(images)} images but "
+                f"{paths[f'{split}_labels']} has {len(labels)} labels"
+            )
+        if len(labels) and labels.max() > 9:
+            raise IdxError(f"{paths[f'{split}_labels']}: label {labels.max()} outside 0-9")
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
+    return arrays

@@ -1,0 +1,97 @@
+"""Train, validate and test one configuration.
+
+    python -m rnnexp.train model=gru model.layers=2 optimizer.lr=1e-3
+    python -m rnnexp.train -m model=rnn,lstm,gru model.hidden_size=32,128
+
+config -> checks -> DataModule + classifier + LightningModule + Trainer -> fit -> test -> metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnexp.config import ConfigError, check, describe
+from rnnexp.record import RunRecord
+
+log = logging.getLogger("rnnexp")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def train(cfg: DictConfig) -> float:
+    try:
+        check(cfg, multirun=HydraConfig.get().mode == RunMode.MULTIRUN)
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+
+    # Imported only once the config is known to be sound: a bad override answers in a second.
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from rnnexp.module import ClassifierModule
+
+    record = RunRecord(cfg.paths.run_dir)
+    record.save_config(cfg)
+    record.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    pl.seed_everything(cfg.seed, workers=True)  # every job of a multirun starts from its own seed
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = ClassifierModule(model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+
+    try:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        train_time = time.perf_counter() - start
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        results = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+            results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    except BaseException as err:  # KeyboardInterrupt too: the record must not claim "running"
+        record.update(status="failed", error=f"{type(err).__name__}: {err}".strip(": "))
+        raise
+
+    record.update(
+        status="completed",
+        **results,
+        train_time_s=round(train_time, 2),
+        epochs=trainer.current_epoch,
+        steps=trainer.global_step,
+        params=sum(p.numel() for p in model.parameters()),
+        best_checkpoint=best,
+    )
+    if logger:  # HParams tab: this run's settings beside its final metrics
+        settings = OmegaConf.to_container(cfg, resolve=True)
+        settings.pop("paths", None)
+        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()})
+    summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
+    log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
+    return results[cfg.optimized_metric]
+
+
+def main() -> None:
+    # Let Hydra's errors reach us, and say the configuration ones in one line.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        train()
+    except (HydraException, OmegaConfBaseException) as err:
+        raise SystemExit(f"error: {describe(err)}") from None
+
+
+if __name__ == "__main__":
+    main()
