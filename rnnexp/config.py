@@ -5,6 +5,9 @@ This module imports neither torch nor Lightning, so a bad override is answered i
 
 from __future__ import annotations
 
+import os
+import sys
+
 from omegaconf import DictConfig, OmegaConf
 
 # Mirrors of names defined next to the code that uses them (tests keep the two in step); kept here
@@ -86,9 +89,13 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
             f"(model.cell={model.cell} has fixed gate activations); leave it at tanh"
         )
     if model.cell != "lstm" and model.forget_bias != 0:
-        raise ConfigError(f"model.forget_bias={model.forget_bias}: only model.cell=lstm has a forget gate; leave it at 0")
+        raise ConfigError(
+            f"model.forget_bias={model.forget_bias}: only model.cell=lstm has a forget gate; leave it at 0"
+        )
     if model.dropout and model.layers == 1:
-        raise ConfigError(f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0")
+        raise ConfigError(
+            f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0"
+        )
     if multirun and str(cfg.trainer.get("devices", 1)) not in ("1", "auto"):
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: multi-device training would relaunch the whole "
@@ -105,3 +112,21 @@ def describe(err: BaseException) -> str:
     parts = [str(err)] + ([str(err.__cause__)] if err.__cause__ else [])
     lines = [line.strip() for part in parts for line in part.splitlines()]
     return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
+
+
+def swept(task_overrides, argv: list[str] | None = None) -> str:
+    """A sweep job's folder name: its values for the keys the command line sweeps over.
+
+    `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
+    `model=gru`: the fixed override is the same for all and is left out. The names become
+    TensorBoard's run names, so they show what differs between runs.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    try:
+        keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
+    except Exception:  # an unparsable command line fails later, with Hydra's own message
+        keys = set()
+    chosen = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in keys] or list(task_overrides)
+    return ",".join(chosen).replace(os.sep, "_") or "defaults"

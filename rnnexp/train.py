@@ -19,10 +19,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.config import ConfigError, check, describe
+from rnnexp.config import ConfigError, check, describe, swept
 from rnnexp.record import RunRecord
 
 log = logging.getLogger("rnnexp")
+OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -91,6 +92,8 @@ def main() -> None:
         train()
     except (HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {describe(err)}") from None
+    except FloatingPointError as err:  # a diverged run: its record and checkpoints are kept
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""Shared test helpers: tiny generated IDX files, the real MNIST folder, and the real entry point."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+REAL_MNIST = Path(os.environ.get("RNNEXP_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+
+
+def idx_bytes(array: np.ndarray, magic: bytes | None = None) -> bytes:
+    header = magic if magic is not None else bytes([0, 0, 8, array.ndim])
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, **kwargs) -> Path:
+    data = idx_bytes(array, **kwargs)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def learnable_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose label is which pair of rows is bright, plus noise: a row-reading RNN learns it."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 4 : 2 * k + 6] = 255
+    return images, labels
+
+
+def write_mnist(root: Path, n_train: int = 400, n_test: int = 100) -> Path:
+    """The four MNIST files, tiny: train files gzip-compressed, test files plain."""
+    root.mkdir(parents=True, exist_ok=True)
+    train, test = learnable_digits(n_train, 0), learnable_digits(n_test, 1)
+    write_idx(root / "train-images-idx3-ubyte.gz", train[0])
+    write_idx(root / "train-labels-idx1-ubyte.gz", train[1])
+    write_idx(root / "t10k-images-idx3-ubyte", test[0])
+    write_idx(root / "t10k-labels-idx1-ubyte", test[1])
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("tiny_mnist"))
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    if not all((REAL_MNIST / f"{n}.gz").exists() or (REAL_MNIST / n).exists() for n in REAL_FILES):
+        message = f"real MNIST not found in {REAL_MNIST} (set RNNEXP_DATA_DIR)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return REAL_MNIST
+
+
+REAL_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+# Small and quick: what the entry-point tests train unless they say otherwise.
+TINY = [
+    "data.val_size=50",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "model.hidden_size=16",
+    "trainer.max_epochs=3",
+    "trainer.log_every_n_steps=2",
+    "optimizer.lr=0.03",
+]
+
+
+def run_train(*overrides: str, data: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real entry point, `python -m rnnexp.train`, as a researcher would."""
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out), "HYDRA_FULL_ERROR": ""}
+    env.pop("HYDRA_FULL_ERROR")
+    return subprocess.run(
+        [sys.executable, "-m", "rnnexp.train", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series in a run folder's TensorBoard event files: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -1,0 +1,61 @@
+"""The real entry point, end to end, on tiny generated MNIST files."""
+
+import json
+
+import yaml
+from conftest import TINY, run_train, scalars
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def test_single_run_trains_tests_and_leaves_a_complete_run_folder(tmp_path, tiny_mnist):
+    result = run_train(*TINY, "model=gru", "trainer.max_epochs=6", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only((tmp_path / "runs").iterdir())
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["epochs"] == 6 and metrics["steps"] == 6 * 11
+    assert metrics["test/acc"] > 0.8  # the tiny digits are learnable: far above chance (0.1)
+    assert 0 < metrics["val/acc_best"] <= 1 and metrics["params"] > 0
+
+    config = yaml.safe_load((run / "config.yaml").read_text())  # resolved: no ${...} left
+    assert config["model"]["cell"] == "gru" and config["data"]["root"] == str(tiny_mnist)
+    assert config["paths"]["run_dir"] == str(run)
+
+    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and metrics["best_checkpoint"].endswith(".ckpt")
+    assert (run / "checkpoints" / metrics["best_checkpoint"].split("/")[-1]).exists()
+
+    series = scalars(run)
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "lr-Adam", "hparams/test_acc"):
+        assert tag in series, sorted(series)
+    assert [step for step, _ in series["train/loss"]][:3] == [1, 3, 5]  # every log_every_n_steps=2
+    assert len(series["val/acc"]) == 6  # once per epoch
+    assert series["hparams/test_acc"][-1][1] == metrics["test/acc"] and "test/acc=" in result.stdout
+
+
+def test_multirun_puts_jobs_side_by_side_named_by_what_differs(tmp_path, tiny_mnist):
+    result = run_train("-m", "model=rnn,gru", *TINY, "trainer.max_epochs=1", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = only((tmp_path / "multirun").iterdir())
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_model=rnn", "1_model=gru"]
+    for job in jobs:
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["steps"] == 11
+        assert "val/acc" in scalars(sweep / job)
+        assert yaml.safe_load((sweep / job / "config.yaml").read_text())["model"]["cell"] == job.split("=")[1]
+
+
+def test_diverging_run_stops_with_a_clear_error_and_keeps_its_record(tmp_path, tiny_mnist):
+    diverge = ["model=rnn", "model.nonlinearity=relu", "optimizer=sgd", "optimizer.lr=1e6", "grad_clip=null"]
+    result = run_train(*TINY, *diverge, "scheduler=none", data=tiny_mnist, out=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: training loss is nan")
+    run = only((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "diverged" in metrics["error"]
