@@ -8,6 +8,7 @@ from functools import partial
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -41,6 +42,12 @@ class ClassifierModule(pl.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_fit_start(self) -> None:
+        # TensorBoard's Custom Scalars tab: train and validation curves of a metric on one chart.
+        if isinstance(self.logger, TensorBoardLogger):
+            charts = {name: ["Multiline", [f"train/{name}", f"val/{name}"]] for name in ("loss", "acc")}
+            self.logger.experiment.add_custom_scalars({"train vs val": charts})
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check pass

@@ -77,12 +77,17 @@ def train(cfg: DictConfig) -> float:
         best_checkpoint=best,
     )
     if logger:  # HParams tab: this run's settings beside its final metrics
-        settings = OmegaConf.to_container(cfg, resolve=True)
-        settings.pop("paths", None)
-        logger.log_hyperparams(settings, {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()})
+        metrics = {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()}
+        logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
     summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
     log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
     return results[cfg.optimized_metric]
+
+
+def settings(node: dict) -> dict:
+    """What distinguishes runs, for the HParams tab: no paths, no plumbing, no `_target_`s."""
+    drop = ("paths", "callbacks", "logger")
+    return {k: settings(v) if isinstance(v, dict) else v for k, v in node.items() if k not in drop and k[0] != "_"}
 
 
 def main() -> None:

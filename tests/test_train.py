@@ -4,6 +4,7 @@ import json
 
 import yaml
 from conftest import TINY, run_train, scalars
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def only(paths):
@@ -35,6 +36,7 @@ def test_single_run_trains_tests_and_leaves_a_complete_run_folder(tmp_path, tiny
         assert tag in series, sorted(series)
     assert [step for step, _ in series["train/loss"]][:3] == [1, 3, 5]  # every log_every_n_steps=2
     assert len(series["val/acc"]) == 6  # once per epoch
+    assert "custom_scalars__config__" in EventAccumulator(str(run)).Reload().Tags()["tensors"]
     assert series["hparams/test_acc"][-1][1] == metrics["test/acc"] and "test/acc=" in result.stdout
 
 
