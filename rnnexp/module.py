@@ -70,6 +70,12 @@ class ClassifierModule(pl.LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes out
             self._log_train()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # A run measured in steps may end mid-epoch; asking to stop makes Lightning validate (and
+        # checkpoint) those last steps too, rather than end without looking at them.
+        if 0 < self.trainer.max_steps <= self.global_step:
+            self.trainer.should_stop = True
+
     def _log_train(self) -> None:
         loss = self.train_loss.compute()
         if not torch.isfinite(loss):

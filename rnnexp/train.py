@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import hydra
@@ -41,7 +42,13 @@ def train(cfg: DictConfig) -> float:
 
     record = RunRecord(cfg.paths.run_dir)
     record.save_config(cfg)
-    record.update(status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    record.update(
+        status="running",
+        started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        experiment=HydraConfig.get().runtime.choices.get("experiment"),
+        host=socket.gethostname(),
+        pid=os.getpid(),  # lets a report tell a live run from a killed one
+    )
     pl.seed_everything(cfg.seed, workers=True)  # every job of a multirun starts from its own seed
 
     datamodule = instantiate(cfg.data)
@@ -71,8 +78,9 @@ def train(cfg: DictConfig) -> float:
         status="completed",
         **results,
         train_time_s=round(train_time, 2),
-        epochs=trainer.current_epoch,
         steps=trainer.global_step,
+        steps_per_epoch=trainer.num_training_batches,
+        epochs=round(trainer.global_step / trainer.num_training_batches, 2),
         params=sum(p.numel() for p in model.parameters()),
         best_checkpoint=best,
     )

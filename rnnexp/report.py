@@ -1,0 +1,228 @@
+"""Compare runs: one table row per run, mean and spread over seeds, and their curves.
+
+    python -m rnnexp.report outputs/multirun/2026-11-26_04-12-00_123456 [more folders] [--out DIR]
+
+Reads what each run left in its folder (config.yaml, metrics.json, TensorBoard events); prints a
+Markdown table and writes report.csv, report.md and report.png (validation accuracy and loss
+curves of every run) into --out, by default the first folder given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import socket
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from rnnexp.record import CONFIG, METRICS, write_atomic
+
+COLUMNS = [
+    "run", "seed", "status", "cell", "layers", "hidden", "params", "steps", "epochs", "train_s",
+    "val_acc_best", "test_acc", "published", "diff", "published_on",
+]  # fmt: skip
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: dict
+    metrics: dict
+
+    @property
+    def status(self) -> str:
+        status = self.metrics.get("status", "not started")  # no metrics.json: rejected before training
+        if status == "running" and self.metrics.get("host") == socket.gethostname():
+            try:
+                os.kill(self.metrics["pid"], 0)
+            except (ProcessLookupError, KeyError):
+                return "killed"  # said running, but its process is gone
+            except PermissionError:
+                pass
+        return status
+
+    @property
+    def name(self) -> str:
+        return self.metrics.get("experiment") or re.sub(r"^\d+_", "", self.dir.name)
+
+    def row(self) -> dict:
+        model, m, ref = self.config.get("model", {}), self.metrics, self.config.get("reference") or {}
+        published = ref.get("accuracy")
+        return {
+            "run": self.name,
+            "seed": self.config.get("seed"),
+            "status": self.status,
+            "cell": model.get("cell"),
+            "layers": model.get("layers"),
+            "hidden": model.get("hidden_size"),
+            "params": m.get("params"),
+            "steps": m.get("steps"),
+            "epochs": m.get("epochs"),
+            "train_s": m.get("train_time_s"),
+            "val_acc_best": m.get("val/acc_best"),
+            "test_acc": m.get("test/acc"),
+            "published": published,
+            "diff": m["test/acc"] - published if published is not None and "test/acc" in m else None,
+            "published_on": ref.get("measured_on"),
+        }
+
+    def setting(self) -> str:
+        """The configuration apart from its seed and where it ran: runs that share it are repeats."""
+        rest = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
+        return json.dumps(rest, sort_keys=True, default=str).replace(str(self.dir), "<run folder>")
+
+
+def _job_order(path: Path):
+    number = re.match(r"^(\d+)_", path.name)
+    return (str(path.parent), int(number.group(1)) if number else -1, path.name)
+
+
+def find_runs(folders: list[Path]) -> list[Run]:
+    """Every run folder (one Hydra made: it has .hydra/) in or under the given folders."""
+    dirs = {p.parent for folder in folders for p in [folder / ".hydra", *folder.rglob(".hydra")] if p.is_dir()}
+    runs = []
+    for d in sorted(dirs, key=_job_order):
+        config_file = d / CONFIG if (d / CONFIG).exists() else d / ".hydra" / "config.yaml"
+        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+        metrics = json.loads((d / METRICS).read_text()) if (d / METRICS).exists() else {}
+        runs.append(Run(d, config or {}, metrics))
+    return runs
+
+
+def summarize(runs: list[Run]) -> list[dict]:
+    """Mean and spread (sample standard deviation) over the completed repeats of each setting."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.status == "completed":
+            groups.setdefault(run.setting(), []).append(run)
+    rows = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first = group[0].row()
+        row = {"run": first["run"], "n": len(group), "published": first["published"]}
+        for key in ("test_acc", "val_acc_best", "train_s"):
+            values = [r.row()[key] for r in group]
+            row[f"{key}_mean"], row[f"{key}_std"] = statistics.mean(values), statistics.stdev(values)
+            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
+        row["diff"] = row["test_acc_mean"] - row["published"] if row["published"] is not None else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(runs: list[Run], summary: list[dict]) -> str:
+    out = io.StringIO()
+    headers = COLUMNS[:-1]
+    out.write("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n")
+    for run in runs:
+        row = run.row()
+        cells = [_fmt(row[c], 2 if c in ("epochs", "train_s") else 4) for c in headers]
+        cells[headers.index("diff")] = f"{row['diff']:+.4f}" if row["diff"] is not None else "-"
+        out.write("| " + " | ".join(cells) + " |\n")
+    notes = {r.row()["run"]: r.row()["published_on"] for r in runs if r.row()["published_on"]}
+    if notes:
+        out.write("\nPublished results were measured on: ")
+        out.write("; ".join(f"{name}: {on}" for name, on in notes.items()) + ".\n")
+    if summary:
+        out.write("\nOver seeds (completed runs; mean ± sample standard deviation, [min, max]):\n\n")
+        out.write("| run | n | test_acc | val_acc_best | train_s | published | diff |\n|---|---|---|---|---|---|---|\n")
+        for s in summary:
+            test = (
+                f"{s['test_acc_mean']:.4f} ± {s['test_acc_std']:.4f} [{s['test_acc_min']:.4f}, {s['test_acc_max']:.4f}]"
+            )
+            val = f"{s['val_acc_best_mean']:.4f} ± {s['val_acc_best_std']:.4f}"
+            time_s = f"{s['train_s_mean']:.1f} ± {s['train_s_std']:.1f}"
+            diff = f"{s['diff']:+.4f}" if s["diff"] is not None else "-"
+            out.write(f"| {s['run']} | {s['n']} | {test} | {val} | {time_s} | {_fmt(s['published'])} | {diff} |\n")
+    return out.getvalue()
+
+
+def write_csv(path: Path, runs: list[Run]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["folder", *COLUMNS])
+    writer.writeheader()
+    for run in runs:
+        writer.writerow({"folder": str(run.dir), **run.row()})
+    write_atomic(path, out.getvalue())
+
+
+def curves(run: Run) -> dict[str, list[tuple[float, float]]]:
+    """Scalar series from the run's event files, x in thousands of training images seen."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run.dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    batch = (run.config.get("data") or {}).get("batch_size", 1)
+    tags = [t for t in ("val/acc", "train/loss", "val/loss") if t in acc.Tags()["scalars"]]
+    return {t: [(e.step * batch / 1000, e.value) for e in acc.Scalars(t)] for t in tags}
+
+
+def plot(path: Path, runs: list[Run]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
+    for i, run in enumerate(runs):
+        series, color = curves(run), f"C{i % 10}"
+        label = f"{run.name} (seed {run.config.get('seed')})" + (
+            "" if run.status == "completed" else f" [{run.status}]"
+        )
+        if "val/acc" in series:
+            ax_acc.plot(*zip(*series["val/acc"]), marker=".", color=color, label=label)
+        if "train/loss" in series:
+            ax_loss.plot(*zip(*series["train/loss"]), color=color, alpha=0.6, linewidth=1, label=f"{label} train")
+        if "val/loss" in series:
+            ax_loss.plot(*zip(*series["val/loss"]), color=color, linestyle="--", marker=".", label=f"{label} val")
+    ax_acc.set(title="validation accuracy", xlabel="training images seen (thousands)", ylabel="accuracy")
+    ax_loss.set(title="loss (solid: train, dashed: validation)", xlabel="training images seen (thousands)")
+    ax_loss.set_yscale("log")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rnnexp.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="run or sweep folders")
+    parser.add_argument("--out", type=Path, help="where report.csv/.md/.png go (default: the first folder)")
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in args.folders if not f.is_dir()]
+    if missing:
+        parser.error(f"no such folder: {', '.join(missing)}")
+    runs = find_runs(args.folders)
+    if not runs:
+        parser.error(f"no runs (folders with .hydra/) in {', '.join(map(str, args.folders))}")
+    out = args.out or args.folders[0]
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(runs, summarize(runs))
+    write_atomic(out / "report.md", table)
+    write_csv(out / "report.csv", runs)
+    plot(out / "report.png", runs)
+    print(table)
+    print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()
