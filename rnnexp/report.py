@@ -178,25 +178,25 @@ def plot(path: Path, runs: list[Run]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
-    for i, run in enumerate(runs):
-        series, color = curves(run), f"C{i % 10}"
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(16, 5.5), layout="constrained")
+    names = list(dict.fromkeys(run.name for run in runs))  # one colour per setting, its seeds alike
+    for run in runs:
+        series, color = curves(run), f"C{names.index(run.name) % 10}"
         label = f"{run.name} (seed {run.config.get('seed')})" + (
             "" if run.status == "completed" else f" [{run.status}]"
         )
         if "val/acc" in series:
             ax_acc.plot(*zip(*series["val/acc"]), marker=".", color=color, label=label)
         if "train/loss" in series:
-            ax_loss.plot(*zip(*series["train/loss"]), color=color, alpha=0.6, linewidth=1, label=f"{label} train")
+            ax_loss.plot(*zip(*series["train/loss"]), color=color, alpha=0.5, linewidth=0.8)
         if "val/loss" in series:
-            ax_loss.plot(*zip(*series["val/loss"]), color=color, linestyle="--", marker=".", label=f"{label} val")
+            ax_loss.plot(*zip(*series["val/loss"]), color=color, linestyle="--", marker=".")
     ax_acc.set(title="validation accuracy", xlabel="training images seen (thousands)", ylabel="accuracy")
     ax_loss.set(title="loss (solid: train, dashed: validation)", xlabel="training images seen (thousands)")
     ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=8)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

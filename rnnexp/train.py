@@ -27,6 +27,22 @@ log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
 
 
+def build(cfg: DictConfig, extra_callbacks=()):
+    """The DataModule, LightningModule and Trainer a config describes (also used by benchmarks/)."""
+    from hydra.utils import instantiate
+
+    from rnnexp.module import ClassifierModule
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = ClassifierModule(model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    return datamodule, module, trainer
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def train(cfg: DictConfig) -> float:
     try:
@@ -34,11 +50,7 @@ def train(cfg: DictConfig) -> float:
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
 
-    # Imported only once the config is known to be sound: a bad override answers in a second.
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from rnnexp.module import ClassifierModule
+    import pytorch_lightning as pl  # only once the config is known to be sound
 
     record = RunRecord(cfg.paths.run_dir)
     record.save_config(cfg)
@@ -51,14 +63,7 @@ def train(cfg: DictConfig) -> float:
     )
     pl.seed_everything(cfg.seed, workers=True)  # every job of a multirun starts from its own seed
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    module = ClassifierModule(model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes)
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
-
+    datamodule, module, trainer = build(cfg)
     try:
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -81,12 +86,12 @@ def train(cfg: DictConfig) -> float:
         steps=trainer.global_step,
         steps_per_epoch=trainer.num_training_batches,
         epochs=round(trainer.global_step / trainer.num_training_batches, 2),
-        params=sum(p.numel() for p in model.parameters()),
+        params=sum(p.numel() for p in module.model.parameters()),
         best_checkpoint=best,
     )
-    if logger:  # HParams tab: this run's settings beside its final metrics
+    if trainer.logger:  # HParams tab: this run's settings beside its final metrics
         metrics = {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()}
-        logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
+        trainer.logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
     summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
     log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
     return results[cfg.optimized_metric]

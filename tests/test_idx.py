@@ -1,5 +1,6 @@
 import gzip
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,15 @@ def test_real_mnist_matches_its_published_label_counts(real_mnist):
     assert arrays["train_images"].shape == (60000, 28, 28)
     assert np.bincount(arrays["train_labels"]).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(arrays["test_labels"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_files_are_parsed_once_per_process_until_they_change(tmp_path, monkeypatch):
+    root = write_mnist(tmp_path / "data")
+    reads = []
+    monkeypatch.setattr(idx, "read_idx", lambda path, ndim: reads.append(path) or read_idx(path, ndim))
+    first = load_mnist(root, download_missing=False)
+    assert load_mnist(root, download_missing=False) is first and len(reads) == 4  # a sweep's next job
+    labels = root / "t10k-labels-idx1-ubyte"
+    write_idx(labels, np.zeros(100))
+    os.utime(labels, ns=(1, 1))  # a changed file, even within one clock tick
+    assert load_mnist(root, download_missing=False)["test_labels"].sum() == 0 and len(reads) == 8

@@ -139,9 +139,22 @@ def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRO
     return paths
 
 
+# Parsed files by (path, size, modification time): the jobs of a sweep run in one process, and
+# parse and validate the files once between them. The arrays are read-only.
+_PARSED: dict[tuple, dict[str, np.ndarray]] = {}
+
+
 def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, np.ndarray]:
     """The four MNIST arrays, validated: uint8 images (N, 28, 28) and labels (N,) in 0..9."""
     paths = locate(root, download_missing, mirrors)
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
+    if key not in _PARSED:
+        _PARSED.clear()  # keep one data set, not every version of it
+        _PARSED[key] = _parse(paths)
+    return _PARSED[key]
+
+
+def _parse(paths: dict[str, Path]) -> dict[str, np.ndarray]:
     arrays = {}
     for split in ("train", "test"):
         images = read_idx(paths[f"{split}_images"], ndim=3)

@@ -1,0 +1,193 @@
+"""Seconds per training epoch: rnnexp's real training path against a plain PyTorch loop.
+
+    python benchmarks/train_speed.py                       # LSTM-128, batch 128, 5 repeats
+    python benchmarks/train_speed.py --cell gru --hidden 512 --batch 32 --batches 100
+    python benchmarks/train_speed.py --grid                # the README's scaling table
+
+Both sides train the same model on the same in-memory MNIST training split with the same optimizer,
+schedule and gradient clipping. The rnnexp side is what `python -m rnnexp.train` builds
+(rnnexp.train.build: default callbacks, TensorBoard logger, checkpointing, progress bar); the plain
+side is a bare loop over index-cut batches. They alternate, one epoch each per repeat, after one
+untimed warm-up epoch each, and the median of the per-repeat ratios is reported with its spread.
+An epoch is timed from its start to the end of its last training batch: validation, checkpoint
+writing and Trainer construction are outside the timing on the rnnexp side and absent on the
+other. This is a benchmark, not a test: nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import time
+
+LAUNCH = time.perf_counter()  # before the heavy imports: "launch to first step" counts them
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+
+from rnnexp.train import build  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+class EpochTimer(pl.Callback):
+    """Times each training epoch from its start to the end of its last batch."""
+
+    def __init__(self):
+        self.first_step_at: float | None = None
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx + 1 == trainer.num_training_batches:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.seconds.append(time.perf_counter() - self._start)
+
+
+def config(args, cell: str, hidden: int, batch: int, run_dir: str):
+    overrides = [
+        f"model={cell}",
+        f"model.hidden_size={hidden}",
+        f"model.layers={args.layers}",
+        f"data.batch_size={batch}",
+        f"trainer.accelerator={args.device.replace('cuda', 'gpu')}",
+        "trainer.max_epochs=1",
+        f"paths.run_dir={run_dir}",
+    ]
+    if args.data:
+        overrides.append(f"data.root={args.data}")
+    if args.batches:
+        overrides.append(f"+trainer.limit_train_batches={args.batches}")
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def rnnexp_epoch(cfg, datamodule, timer: EpochTimer) -> float:
+    """One epoch through rnnexp's own objects, in a fresh run folder."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg.paths.run_dir = run_dir
+        _, module, trainer = build(cfg, extra_callbacks=[timer])
+        trainer.fit(module, datamodule=datamodule)  # the datamodule is reused: data are prepared once
+    return timer.seconds[-1]
+
+
+def plain_epoch(cfg, datamodule, batches: int | None, device: str) -> float:
+    """The same model, data, optimizer, schedule and clipping in a bare loop over float tensors
+    prepared in advance (the strictest baseline: rnnexp scales its byte images per batch)."""
+    device = torch.device(device)
+    x, y = datamodule.splits["train"]
+    x, y = x.to(device, torch.float32).div_(255.0), y.to(device)
+    model = instantiate(cfg.model, input_size=x.shape[-1], num_classes=10).to(device)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    size = cfg.data.batch_size
+    steps = -(-len(y) // size) if batches is None else min(batches, -(-len(y) // size))
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps) if cfg.get("scheduler") else None
+    start = time.perf_counter()
+    order = torch.randperm(len(y), device=device)
+    for i in range(steps):
+        idx = order[i * size : (i + 1) * size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if scheduler:
+            scheduler.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def compare(args, cell: str, hidden: int, batch: int) -> dict:
+    cfg = config(args, cell, hidden, batch, tempfile.gettempdir())
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    timer = EpochTimer()
+    batches_per_epoch = -(-len(datamodule.splits["train"][1]) // batch)
+    timed_batches = min(args.batches or batches_per_epoch, batches_per_epoch)
+    rnnexp_epoch(cfg, datamodule, timer)  # warm-up, untimed: first-call costs, kernel selection
+    plain_epoch(cfg, datamodule, args.batches, args.device)
+    ours, plain = [], []
+    for _ in range(args.repeats):
+        ours.append(rnnexp_epoch(cfg, datamodule, timer))
+        plain.append(plain_epoch(cfg, datamodule, args.batches, args.device))
+    ratios = sorted(o / p for o, p in zip(ours, plain))
+    scale = batches_per_epoch / timed_batches  # seconds per full epoch, from the batches timed
+    return {
+        "name": f"{cell.upper()}-{hidden}" + (f"x{args.layers}" if args.layers > 1 else ""),
+        "batch": batch,
+        "batches": f"{timed_batches}/{batches_per_epoch}",
+        "ours": statistics.median(ours) * scale,
+        "plain": statistics.median(plain) * scale,
+        "ratio": statistics.median(ratios),
+        "spread": (ratios[0], ratios[-1]),
+        "samples_per_s": (
+            timed_batches * batch / statistics.median(ours),
+            timed_batches * batch / statistics.median(plain),
+        ),
+        "first_step": timer.first_step_at - LAUNCH,
+        "raw": (ours, plain),
+    }
+
+
+def header() -> str:
+    device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or "CPU")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), device)
+    where = device if args.device == "cuda" else cpu
+    threads = f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+    return f"torch {torch.__version__}, {threads}, on {args.device}: {where}"
+
+
+def main() -> None:
+    print(header())
+    if not args.grid:
+        r = compare(args, args.cell, args.hidden, args.batch)
+        print(f"launch to first training step: {r['first_step']:.1f} s (imports, data, model, Trainer, sanity check)")
+        print(f"{r['name']}, batch {r['batch']}, batches timed per epoch {r['batches']}, {args.repeats} repeats")
+        print("repeat  rnnexp s/epoch  plain s/epoch  ratio")
+        for i, (o, p) in enumerate(zip(*r["raw"]), 1):
+            print(f"{i:>6}  {o:>14.3f}  {p:>13.3f}  {o / p:.3f}")
+        print(f"rnnexp {r['ours']:.2f} s/epoch ({r['samples_per_s'][0]:.0f} samples/s), "
+              f"plain loop {r['plain']:.2f} s/epoch ({r['samples_per_s'][1]:.0f} samples/s)")  # fmt: skip
+        print(f"median ratio {r['ratio']:.3f} (min {r['spread'][0]:.3f}, max {r['spread'][1]:.3f})")
+        return
+    grid = [("lstm", h, b) for h in (32, 128, 512) for b in (32, 128, 512)] + [("gru", 128, 128), ("rnn", 128, 128)]
+    print("| model | batch | batches timed | rnnexp s/epoch | plain s/epoch | ratio (median) | spread |")
+    print("|---|---|---|---|---|---|---|")
+    for cell, hidden, batch in grid:
+        r = compare(args, cell, hidden, batch)
+        print(f"| {r['name']} | {batch} | {r['batches']} | {r['ours']:.2f} | {r['plain']:.2f} | {r['ratio']:.3f} "
+              f"| {r['spread'][0]:.3f}-{r['spread'][1]:.3f} |", flush=True)  # fmt: skip
+
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
+parser.add_argument("--hidden", type=int, default=128)
+parser.add_argument("--layers", type=int, default=1)
+parser.add_argument("--batch", type=int, default=128)
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--batches", type=int, help="time only this many batches per epoch (s/epoch is scaled up)")
+parser.add_argument("--grid", action="store_true", help="hidden 32/128/512 x batch 32/128/512, and GRU, RNN")
+parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+parser.add_argument("--data", help="MNIST folder (default: data.root, i.e. RNNEXP_DATA_DIR or ./data)")
+args = parser.parse_args()
+
+if __name__ == "__main__":
+    sys.exit(main())
