@@ -27,7 +27,7 @@ log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
 
 
-def build(cfg: DictConfig, extra_callbacks=()):
+def build(cfg: DictConfig):
     """The DataModule, LightningModule and Trainer a config describes (also used by benchmarks/)."""
     from hydra.utils import instantiate
 
@@ -38,7 +38,7 @@ def build(cfg: DictConfig, extra_callbacks=()):
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = ClassifierModule(model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     return datamodule, module, trainer
 
@@ -92,6 +92,7 @@ def train(cfg: DictConfig) -> float:
     if trainer.logger:  # HParams tab: this run's settings beside its final metrics
         metrics = {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()}
         trainer.logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
+        trainer.logger.finalize("success")  # flush: written after test, nothing else would
     summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
     log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
     return results[cfg.optimized_metric]
