@@ -136,6 +136,13 @@ class ClassifierModule(pl.LightningModule):
             return optimizer
         # Schedules run per optimizer step; their length comes from the trainer.
         needs = inspect.signature(self.scheduler.func).parameters
-        length = {k: int(self.trainer.estimated_stepping_batches) for k in ("total_steps", "T_max") if k in needs}
-        scheduler = self.scheduler(optimizer, **{k: v for k, v in length.items() if k not in self.scheduler.keywords})
+        steps = int(self.trainer.estimated_stepping_batches)
+        length = {k: steps for k in ("total_steps", "T_max") if k in needs and k not in self.scheduler.keywords}
+        try:
+            scheduler = self.scheduler(optimizer, **length)
+        except ZeroDivisionError:  # OneCycleLR's warm-up rounds to nothing on a few steps
+            raise ValueError(
+                f"a run of {steps} steps is too short for {self.scheduler.func.__name__}: "
+                "train longer, or use scheduler=none"
+            ) from None
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

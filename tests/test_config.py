@@ -69,6 +69,16 @@ def test_optimizer_and_scheduler_configs_run_the_whole_schedule(tmp_path, monkey
     assert max(lrs) <= cfg.optimizer.lr * 1.0001 and lrs[-1] < 0.01 * cfg.optimizer.lr
 
 
+def test_schedule_too_short_for_one_cycle_says_so(tmp_path, monkeypatch):
+    cfg = composed(tmp_path, "scheduler=onecycle")
+    module = ClassifierModule(
+        SequenceClassifier(28, hidden_size=8), instantiate(cfg.optimizer), instantiate(cfg.scheduler)
+    )
+    monkeypatch.setattr(ClassifierModule, "trainer", SimpleNamespace(estimated_stepping_batches=4))
+    with pytest.raises(ValueError, match="a run of 4 steps is too short for OneCycleLR: .* scheduler=none"):
+        module.configure_optimizers()
+
+
 def test_trainer_logger_and_callback_configs_build(tmp_path):
     cfg = composed(tmp_path, "trainer=auto")
     callbacks = {name: instantiate(c) for name, c in cfg.callbacks.items()}

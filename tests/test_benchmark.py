@@ -1,0 +1,24 @@
+"""The speed benchmark runs both sides over the same batches (its timings are not asserted)."""
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_benchmark_alternates_both_sides_over_the_same_batches(tiny_mnist):
+    cmd = [sys.executable, "benchmarks/train_speed.py", "--hidden", "8", "--batch", "32", "--batches", "8",
+           "--repeats", "2", f"data.root={tiny_mnist}", "data.val_size=50"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "torch " in out and "threads" in out and "batches timed per epoch 8/" in out
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2]
+    for _, ours, plain, ratio in rows:  # each ratio is that repeat's rnnexp time over its plain time
+        o, p, half = float(ours), float(plain), 0.0005  # printed to 3 decimals
+        assert (o - half) / (p + half) - half <= float(ratio) <= (o + half) / (p - half) + half
+    assert re.search(r"median ratio [\d.]+ \(min [\d.]+, max [\d.]+\)", out)
+    assert re.search(r"data setup: [\d.]+ s reading .*, [\d.]+ s for a sweep's next job", out)
+    assert re.search(r"launch to end of first training step: [\d.]+ s", out)
