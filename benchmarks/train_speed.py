@@ -22,6 +22,7 @@ import time
 LAUNCH = time.perf_counter()  # before the heavy imports: "launch to first step" counts them
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
@@ -93,7 +94,8 @@ def rnnexp_epoch(cfg, datamodule, timer: EpochTimer) -> float:
         cfg.paths.run_dir = run_dir
         _, module, trainer = build(cfg)
         timer.attach(module)
-        trainer.fit(module, datamodule=datamodule)  # the datamodule is reused: data are prepared once
+        with contextlib.redirect_stdout(sys.stderr):  # the progress bar draws as usual, off the results
+            trainer.fit(module, datamodule=datamodule)  # the datamodule is reused: data are prepared once
     return timer.seconds[-1]
 
 

@@ -33,13 +33,9 @@ class InMemoryBatches:
 
     def __iter__(self):
         n, size = len(self.y), self.batch_size
-        if not self.shuffle:
-            for start in range(0, n, size):
-                yield _scale(self.x[start : start + size]), self.y[start : start + size]
-            return
-        order = torch.randperm(n, device=self.x.device)
+        order = torch.randperm(n, device=self.x.device) if self.shuffle else None
         for start in range(0, n, size):
-            idx = order[start : start + size]
+            idx = slice(start, start + size) if order is None else order[start : start + size]
             yield _scale(self.x[idx]), self.y[idx]
 
 
