@@ -99,14 +99,15 @@ class ClassifierModule(pl.LightningModule):
             self.trainer.should_stop = True
 
     def _log_train(self) -> None:
-        loss, correct = (self.train_sums / torch.tensor([self._train_steps, self._train_seen])).tolist()
+        loss_sum, correct = self.train_sums.tolist()  # the interval's one host-device sync
+        loss, acc = loss_sum / self._train_steps, correct / self._train_seen
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss} at step {self.global_step}: the run diverged; "
                 "lower optimizer.lr or set grad_clip (e.g. grad_clip=1.0)"
             )
         lr = self.optimizers().param_groups[0]["lr"]
-        self.log_dict({"train/loss": loss, "train/acc": correct}, prog_bar=True)
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
         self.log("train/lr", lr)
         self.train_sums.zero_()
         self._train_steps = self._train_seen = 0
