@@ -8,9 +8,12 @@ config -> checks -> DataModule + classifier + LightningModule + Trainer -> fit -
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 
 import hydra
@@ -66,17 +69,22 @@ def train(cfg: DictConfig) -> float:
     datamodule, module, trainer = build(cfg)
     try:
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with stop_on_interrupt(trainer) as interrupted:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         train_time = time.perf_counter() - start
-        if trainer.interrupted:
-            raise KeyboardInterrupt
+        if interrupted:
+            record.update(status="interrupted", steps=trainer.global_step)
+            raise SystemExit(f"interrupted at step {trainer.global_step}; checkpoints in {record.dir}")
         results = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    except BaseException as err:  # KeyboardInterrupt too: the record must not claim "running"
-        record.update(status="failed", error=f"{type(err).__name__}: {err}".strip(": "))
+    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: Lightning exits at once
+        record.update(status="interrupted")
+        raise
+    except Exception as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
 
     record.update(
@@ -96,6 +104,29 @@ def train(cfg: DictConfig) -> float:
     summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
     log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
     return results[cfg.optimized_metric]
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(trainer):
+    """The first Ctrl-C ends training after the current step, validated and checkpointed; the
+    second stops at once. (Lightning's own handling raises wherever the signal lands, which can
+    be inside a writer's lock, and then ignores Ctrl-C while it shuts down.)"""
+    interrupted: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach only the main thread
+        yield interrupted
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        interrupted.append(True)
+        trainer.should_stop = True
+        log.warning("Ctrl-C: stopping after this step, once validated and checkpointed (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def settings(node: dict) -> dict:

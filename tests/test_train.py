@@ -1,9 +1,15 @@
 """The real entry point, end to end, on tiny generated MNIST files."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
+import torch
 import yaml
-from conftest import TINY, run_train, scalars
+from conftest import ROOT, TINY, run_train, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -61,3 +67,24 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_its_record(tmp_path, t
     run = only((tmp_path / "runs").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "diverged" in metrics["error"]
+
+
+def test_ctrl_c_stops_after_a_checkpointed_step_and_says_so(tmp_path, tiny_mnist):
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "rnnexp.train", *TINY, "trainer.max_epochs=1000"]
+    with open(tmp_path / "console.log", "w") as console:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+                time.sleep(0.2)  # wait until training is under way
+            proc.send_signal(signal.SIGINT)  # Ctrl-C
+            assert proc.wait(timeout=60) != 0, (tmp_path / "console.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+    run = only((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["steps"] > 11
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == metrics["steps"]  # the last step was saved, nothing lost
+    assert f"interrupted at step {metrics['steps']}" in (tmp_path / "console.log").read_text()
