@@ -36,6 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
+from rnnexp.module import schedule  # noqa: E402
 from rnnexp.train import build  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -99,7 +100,7 @@ def rnnexp_epoch(cfg, datamodule, timer: EpochTimer) -> float:
     return timer.seconds[-1]
 
 
-def plain_epoch(cfg, datamodule, batches: int | None, device: str) -> float:
+def plain_epoch(cfg, datamodule, steps: int, device: str) -> float:
     """The same model, data, optimizer, schedule and clipping in a bare loop over float tensors
     prepared in advance (the strictest baseline: rnnexp scales its byte images per batch)."""
     device = torch.device(device)
@@ -108,8 +109,7 @@ def plain_epoch(cfg, datamodule, batches: int | None, device: str) -> float:
     model = instantiate(cfg.model, input_size=x.shape[-1], num_classes=10).to(device)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     size = cfg.data.batch_size
-    steps = -(-len(y) // size) if batches is None else min(batches, -(-len(y) // size))
-    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=steps) if cfg.get("scheduler") else None
+    scheduler = schedule(instantiate(cfg.scheduler), optimizer, steps) if cfg.get("scheduler") else None
     start = time.perf_counter()
     order = torch.randperm(len(y), device=device)
     for i in range(steps):
@@ -145,11 +145,11 @@ def compare(args, cell: str, hidden: int, batch: int) -> dict:
     batches_per_epoch = -(-len(datamodule.splits["train"][1]) // batch)
     timed_batches = min(args.batches or batches_per_epoch, batches_per_epoch)
     rnnexp_epoch(cfg, datamodule, timer)  # warm-up, untimed: first-call costs, kernel selection
-    plain_epoch(cfg, datamodule, args.batches, args.device)
+    plain_epoch(cfg, datamodule, timed_batches, args.device)
     ours, plain = [], []
     for _ in range(args.repeats):
         ours.append(rnnexp_epoch(cfg, datamodule, timer))
-        plain.append(plain_epoch(cfg, datamodule, args.batches, args.device))
+        plain.append(plain_epoch(cfg, datamodule, timed_batches, args.device))
     ratios = sorted(o / p for o, p in zip(ours, plain))
     scale = batches_per_epoch / timed_batches  # seconds per full epoch, from the batches timed
     return {
@@ -170,9 +170,12 @@ def compare(args, cell: str, hidden: int, batch: int) -> dict:
 
 
 def header() -> str:
-    device = torch.cuda.get_device_name() if args.device == "cuda" else (platform.processor() or "CPU")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), device)
-    where = device if args.device == "cuda" else cpu
+    if args.device == "cuda":
+        where = torch.cuda.get_device_name()
+    else:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")] if Path("/proc/cpuinfo").exists() else []  # fmt: skip
+        where = names[0] if names else platform.processor() or "CPU"
     threads = f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
     return f"torch {torch.__version__}, {threads}, on {args.device}: {where}"
 

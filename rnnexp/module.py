@@ -19,6 +19,19 @@ from torchmetrics.classification import MulticlassAccuracy
 log = logging.getLogger("rnnexp")
 
 
+def schedule(factory: partial, optimizer: torch.optim.Optimizer, steps: int):
+    """A learning-rate schedule stepped once per optimizer step over a run of `steps` steps: the
+    length goes in as the schedule calls it (OneCycleLR's total_steps, CosineAnnealingLR's T_max)."""
+    needs = inspect.signature(factory.func).parameters
+    length = {k: steps for k in ("total_steps", "T_max") if k in needs and k not in factory.keywords}
+    try:
+        return factory(optimizer, **length)
+    except ZeroDivisionError:  # OneCycleLR's warm-up rounds to nothing on a few steps
+        raise ValueError(
+            f"a run of {steps} steps is too short for {factory.func.__name__}: train longer, or use scheduler=none"
+        ) from None
+
+
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy training with accuracy for train, validation and test.
 
@@ -135,15 +148,5 @@ class ClassifierModule(pl.LightningModule):
         optimizer = self.optimizer(params=self.parameters())
         if self.scheduler is None:
             return optimizer
-        # Schedules run per optimizer step; their length comes from the trainer.
-        needs = inspect.signature(self.scheduler.func).parameters
-        steps = int(self.trainer.estimated_stepping_batches)
-        length = {k: steps for k in ("total_steps", "T_max") if k in needs and k not in self.scheduler.keywords}
-        try:
-            scheduler = self.scheduler(optimizer, **length)
-        except ZeroDivisionError:  # OneCycleLR's warm-up rounds to nothing on a few steps
-            raise ValueError(
-                f"a run of {steps} steps is too short for {self.scheduler.func.__name__}: "
-                "train longer, or use scheduler=none"
-            ) from None
+        scheduler = schedule(self.scheduler, optimizer, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,8 +1,8 @@
 """What a run leaves in its folder for people and tools: config.yaml and metrics.json.
 
 metrics.json always says the run's status (running, completed, failed, interrupted) so that a
-report can tell a failed or unfinished run from a finished one. Files are replaced atomically: a reader never sees
-half a file, whenever the run is killed.
+report can tell a failed or unfinished run from a finished one. Files are replaced atomically: a
+reader never sees half a file, whenever the run is killed.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def _job_order(path: Path):
 
 def find_runs(folders: list[Path]) -> list[Run]:
     """Every run folder (one Hydra made: it has .hydra/) in or under the given folders."""
-    dirs = {p.parent for folder in folders for p in [folder / ".hydra", *folder.rglob(".hydra")] if p.is_dir()}
+    dirs = {p.parent for folder in folders for p in folder.rglob(".hydra") if p.is_dir()}
     runs = []
     for d in sorted(dirs, key=_job_order):
         config_file = d / CONFIG if (d / CONFIG).exists() else d / ".hydra" / "config.yaml"
@@ -106,10 +106,11 @@ def summarize(runs: list[Run]) -> list[dict]:
     for group in groups.values():
         if len(group) < 2:
             continue
-        first = group[0].row()
+        group_rows = [run.row() for run in group]
+        first = group_rows[0]
         row = {"run": first["run"], "n": len(group), "published": first["published"]}
         for key in ("test_acc", "val_acc_best", "train_s"):
-            values = [r.row()[key] for r in group]
+            values = [r[key] for r in group_rows]
             row[f"{key}_mean"], row[f"{key}_std"] = statistics.mean(values), statistics.stdev(values)
             row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
         row["diff"] = row["test_acc_mean"] - row["published"] if row["published"] is not None else None
@@ -117,24 +118,20 @@ def summarize(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def _fmt(value, digits: int = 4) -> str:
+def _fmt(value, digits: int = 4, sign: str = "") -> str:
     if value is None:
         return "-"
-    if isinstance(value, float):
-        return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
-    return str(value)
+    return f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def markdown(runs: list[Run], summary: list[dict]) -> str:
+def markdown(rows: list[dict], summary: list[dict]) -> str:
     out = io.StringIO()
     headers = COLUMNS[:-1]
     out.write("| " + " | ".join(headers) + " |\n|" + "---|" * len(headers) + "\n")
-    for run in runs:
-        row = run.row()
-        cells = [_fmt(row[c], 2 if c in ("epochs", "train_s") else 4) for c in headers]
-        cells[headers.index("diff")] = f"{row['diff']:+.4f}" if row["diff"] is not None else "-"
+    for row in rows:
+        cells = [_fmt(row[c], 2 if c in ("epochs", "train_s") else 4, "+" if c == "diff" else "") for c in headers]
         out.write("| " + " | ".join(cells) + " |\n")
-    notes = {r.row()["run"]: r.row()["published_on"] for r in runs if r.row()["published_on"]}
+    notes = {row["run"]: row["published_on"] for row in rows if row["published_on"]}
     if notes:
         out.write("\nPublished results were measured on: ")
         out.write("; ".join(f"{name}: {on}" for name, on in notes.items()) + ".\n")
@@ -147,17 +144,17 @@ def markdown(runs: list[Run], summary: list[dict]) -> str:
             )
             val = f"{s['val_acc_best_mean']:.4f} ± {s['val_acc_best_std']:.4f}"
             time_s = f"{s['train_s_mean']:.1f} ± {s['train_s_std']:.1f}"
-            diff = f"{s['diff']:+.4f}" if s["diff"] is not None else "-"
+            diff = _fmt(s["diff"], sign="+")
             out.write(f"| {s['run']} | {s['n']} | {test} | {val} | {time_s} | {_fmt(s['published'])} | {diff} |\n")
     return out.getvalue()
 
 
-def write_csv(path: Path, runs: list[Run]) -> None:
+def write_csv(path: Path, runs: list[Run], rows: list[dict]) -> None:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=["folder", *COLUMNS])
     writer.writeheader()
-    for run in runs:
-        writer.writerow({"folder": str(run.dir), **run.row()})
+    for run, row in zip(runs, rows):
+        writer.writerow({"folder": str(run.dir), **row})
     write_atomic(path, out.getvalue())
 
 
@@ -216,9 +213,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no runs (folders with .hydra/) in {', '.join(map(str, args.folders))}")
     out = args.out or args.folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown(runs, summarize(runs))
+    rows = [run.row() for run in runs]  # one look at each run's status
+    table = markdown(rows, summarize(runs))
     write_atomic(out / "report.md", table)
-    write_csv(out / "report.csv", runs)
+    write_csv(out / "report.csv", runs, rows)
     plot(out / "report.png", runs)
     print(table)
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")

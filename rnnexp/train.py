@@ -73,15 +73,14 @@ def train(cfg: DictConfig) -> float:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         train_time = time.perf_counter() - start
         if interrupted:
-            record.update(status="interrupted", steps=trainer.global_step)
             raise SystemExit(f"interrupted at step {trainer.global_step}; checkpoints in {record.dir}")
         results = {k: float(v) for k, v in trainer.callback_metrics.items()}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if cfg.test:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
             results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-    except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: Lightning exits at once
-        record.update(status="interrupted")
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C: ours after a step, or Lightning's at once
+        record.update(status="interrupted", steps=trainer.global_step)
         raise
     except Exception as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")

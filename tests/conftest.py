@@ -80,8 +80,8 @@ TINY = [
 
 def run_train(*overrides: str, data: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real entry point, `python -m rnnexp.train`, as a researcher would."""
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out), "HYDRA_FULL_ERROR": ""}
-    env.pop("HYDRA_FULL_ERROR")
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
+    env.pop("HYDRA_FULL_ERROR", None)  # the entry point sets it itself
     return subprocess.run(
         [sys.executable, "-m", "rnnexp.train", *overrides],
         cwd=ROOT,

@@ -4,12 +4,14 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
-def test_benchmark_alternates_both_sides_over_the_same_batches(tiny_mnist):
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])  # both sides size the schedule alike
+def test_benchmark_alternates_both_sides_over_the_same_batches(tiny_mnist, scheduler):
     cmd = [sys.executable, "benchmarks/train_speed.py", "--hidden", "8", "--batch", "32", "--batches", "8",
-           "--repeats", "2", f"data.root={tiny_mnist}", "data.val_size=50"]  # fmt: skip
+           "--repeats", "2", f"data.root={tiny_mnist}", "data.val_size=50", f"scheduler={scheduler}"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

@@ -34,7 +34,8 @@ def test_validation_is_the_first_training_images_and_test_is_the_test_file(tiny_
 def test_columns_view_reads_the_image_left_to_right(tiny_mnist):
     rows = MnistSequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
     cols = MnistSequenceDataModule(root=str(tiny_mnist), val_size=50, view="columns", download=False)
-    rows.setup(), cols.setup()
+    rows.setup()
+    cols.setup()
     assert torch.equal(cols.splits["test"][0], rows.splits["test"][0].transpose(1, 2))
 
 

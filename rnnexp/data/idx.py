@@ -147,7 +147,7 @@ _PARSED: dict[tuple, dict[str, np.ndarray]] = {}
 def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, np.ndarray]:
     """The four MNIST arrays, validated: uint8 images (N, 28, 28) and labels (N,) in 0..9."""
     paths = locate(root, download_missing, mirrors)
-    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values())
+    key = tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths.values() for st in [p.stat()])
     if key not in _PARSED:
         _PARSED.clear()  # keep one data set, not every version of it
         _PARSED[key] = _parse(paths)
