@@ -10,15 +10,13 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
+from rnnexp.errors import ConfigError
+
 # Mirrors of names defined next to the code that uses them (tests keep the two in step); kept here
 # so that checking a config does not import torch.
 CELLS = ("rnn", "lstm", "gru")
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
 VIEWS = ("rows", "columns")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and what is allowed."""
 
 
 def _integer(low: int):
@@ -128,5 +126,35 @@ def swept(task_overrides, argv: list[str] | None = None) -> str:
         keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
     except Exception:  # an unparsable command line fails later, with Hydra's own message
         keys = set()
-    chosen = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") in keys] or list(task_overrides)
+    given = [o for o in task_overrides if not o.startswith("resume=")]  # a resumed sweep keeps its names
+    chosen = [o for o in given if o.split("=", 1)[0].lstrip("+~") in keys] or given
     return ",".join(chosen).replace(os.sep, "_") or "defaults"
+
+
+CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def check_sweep(argv: list[str], config_name: str = "train") -> None:
+    """Compose and check every job of a grid sweep before the first one starts: the bad ones are
+    listed together in one ConfigError, and nothing trains."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
+    with initialize_config_dir(CONF, version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        jobs = BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+        bad = []
+        for num, job in enumerate(jobs):
+            try:
+                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True)
+            except ConfigError as err:
+                bad.append(f"job {num} ({' '.join(job)}): {err}")
+            except (HydraException, OmegaConfBaseException) as err:
+                bad.append(f"job {num} ({' '.join(job)}): {describe(err)}")
+    if bad:
+        raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")

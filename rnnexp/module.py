@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.model_summary import ModelSummary
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from rnnexp.errors import Diverged
 
 log = logging.getLogger("rnnexp")
 
@@ -42,6 +44,10 @@ class ClassifierModule(pl.LightningModule):
     over each logging interval (`trainer.log_every_n_steps`), so no other step syncs with the host.
     Lightning calls every callback on every step, so the module logs the learning rate and prints
     the model summary itself rather than adding callbacks for them.
+
+    Everything a resumed run needs to continue exactly is in its checkpoints: besides the weights
+    and optimizer state that Lightning saves, the best validation accuracy so far and the running
+    training sums of the unfinished logging interval (on_save_checkpoint / on_load_checkpoint).
     """
 
     def __init__(
@@ -58,7 +64,7 @@ class ClassifierModule(pl.LightningModule):
         acc = partial(MulticlassAccuracy, num_classes=num_classes, average="micro", validate_args=False)
         self.val_acc, self.test_acc = acc(), acc()
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self.val_acc_best = MaxMetric()
+        self.val_acc_best: float | None = None  # over the validations of this run, resumed or not
         # Training loss and accuracy: plain running sums on the device, read once per logging
         # interval. (A torchmetrics update costs ~40 us a step; these cost ~10 us, and no sync.)
         self.register_buffer("train_sums", torch.zeros(2), persistent=False)  # loss sum, correct
@@ -83,9 +89,6 @@ class ClassifierModule(pl.LightningModule):
             charts = {name: ["Multiline", [f"train/{name}", f"val/{name}"]] for name in ("loss", "acc")}
             self.logger.experiment.add_custom_scalars({"train vs val": charts})
 
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity-check pass
-
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
@@ -102,7 +105,7 @@ class ClassifierModule(pl.LightningModule):
         self.train_sums[0] += loss.detach()
         self.train_sums[1] += (logits.detach().argmax(-1) == y).sum()
         self._train_steps, self._train_seen = self._train_steps + 1, self._train_seen + len(y)
-        if self.global_step % self.trainer.log_every_n_steps == 0:  # the steps Lightning writes out
+        if self.global_step % self.trainer.log_every_n_steps == 0:
             self._log_train()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -111,17 +114,28 @@ class ClassifierModule(pl.LightningModule):
         if 0 < self.trainer.max_steps <= self.global_step:
             self.trainer.should_stop = True
 
-    def _log_train(self) -> None:
-        loss_sum, correct = self.train_sums.tolist()  # the interval's one host-device sync
-        loss, acc = loss_sum / self._train_steps, correct / self._train_seen
+    def on_train_epoch_end(self) -> None:
+        if self._train_steps:  # a NaN is caught at each epoch's end too, however short the run
+            self._check_finite(self.train_sums[0].item() / self._train_steps)
+
+    def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
-            raise FloatingPointError(
+            raise Diverged(
                 f"training loss is {loss} at step {self.global_step}: the run diverged; "
                 "lower optimizer.lr or set grad_clip (e.g. grad_clip=1.0)"
             )
-        lr = self.optimizers().param_groups[0]["lr"]
-        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True)
-        self.log("train/lr", lr)
+
+    def _log_train(self) -> None:
+        loss_sum, correct = self.train_sums.tolist()  # the interval's one host-device sync
+        loss, acc = loss_sum / self._train_steps, correct / self._train_seen
+        self._check_finite(loss)
+        metrics = {"train/loss": loss, "train/acc": acc, "train/lr": self.optimizers().param_groups[0]["lr"]}
+        # Written now, not at Lightning's step end, so that a checkpoint taken after this step finds
+        # it flushed (see on_save_checkpoint). The step is the one Lightning gives the validation
+        # metrics of the same batch: the batches stepped before this one.
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step - 1)
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, logger=False)
         self.train_sums.zero_()
         self._train_steps = self._train_seen = 0
 
@@ -138,8 +152,30 @@ class ClassifierModule(pl.LightningModule):
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self.val_acc_best.update(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute())
+        if self.trainer.sanity_checking:
+            return
+        acc = self.val_acc.compute().item()
+        self.val_acc_best = acc if self.val_acc_best is None else max(self.val_acc_best, acc)
+        self.log("val/acc_best", self.val_acc_best)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        loss_sum, correct = self.train_sums.tolist()
+        checkpoint["module_state"] = {
+            "val_acc_best": self.val_acc_best,
+            "train_sums": [loss_sum, correct],
+            "train_steps": self._train_steps,
+            "train_seen": self._train_seen,
+        }
+        if self.logger is not None:  # what was logged up to this checkpoint is on disk with it
+            self.logger.save()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("module_state")
+        if state is None:  # written by another program: start the sums and the best afresh
+            return
+        self.val_acc_best = state["val_acc_best"]
+        self.train_sums.copy_(torch.tensor(state["train_sums"]))
+        self._train_steps, self._train_seen = state["train_steps"], state["train_seen"]
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
@@ -148,5 +184,17 @@ class ClassifierModule(pl.LightningModule):
         optimizer = self.optimizer(params=self.parameters())
         if self.scheduler is None:
             return optimizer
-        scheduler = schedule(self.scheduler, optimizer, int(self.trainer.estimated_stepping_batches))
+        scheduler = schedule(self.scheduler, optimizer, self.run_length())
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def run_length(self) -> int:
+        """Optimizer steps in the whole run: trainer.max_steps or max_epochs of the training
+        batches, whichever ends first. (Trainer.estimated_stepping_batches would load the training
+        batches before a resumed run restores its position in the epoch, which is then lost.)"""
+        trainer = self.trainer
+        lengths = [trainer.max_steps] if trainer.max_steps >= 0 else []
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:
+            lengths.append(trainer.max_epochs * len(trainer.datamodule.train_dataloader()))
+        if not lengths:
+            raise ValueError("a learning-rate schedule needs trainer.max_steps or trainer.max_epochs to be set")
+        return min(lengths)

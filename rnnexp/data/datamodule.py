@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from rnnexp.data.idx import load_mnist, locate
+from rnnexp.errors import ConfigError
 
 # How an image (N, 28, 28) becomes a sequence (N, steps, features).
 VIEWS = {
@@ -23,20 +24,45 @@ class InMemoryBatches:
     No per-sample __getitem__ and collate: one index operation per batch, on whatever device the
     tensors live on. Images are kept as bytes (a quarter of the memory of floats, nothing to
     convert up front) and scaled to [0, 1] floats one batch at a time.
+
+    Epoch e's order is drawn from its own generator, seeded by (`seed`, e), not from the global
+    RNG, and the position inside the epoch is counted: `state_dict()` is all it takes to continue
+    an epoch where it stopped (Lightning saves it in every checkpoint and hands it back on resume).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool):
-        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+        self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
+        self.epoch = -1  # the epoch being served; the first __iter__ starts epoch 0
+        self.position = 0  # batches of that epoch served so far
+        self._resume_at: int | None = None
 
     def __len__(self) -> int:
         return math.ceil(len(self.y) / self.batch_size)
 
+    def order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.y), generator=generator).to(self.x.device)
+
     def __iter__(self):
+        if self._resume_at is None:
+            self.epoch, self.position = self.epoch + 1, 0
+        else:  # continue the epoch a checkpoint stopped in
+            self.position, self._resume_at = self._resume_at, None
         n, size = len(self.y), self.batch_size
-        order = torch.randperm(n, device=self.x.device) if self.shuffle else None
-        for start in range(0, n, size):
+        order = self.order(self.epoch) if self.shuffle else None
+        for start in range(self.position * size, n, size):
             idx = slice(start, start + size) if order is None else order[start : start + size]
+            self.position += 1
             yield _scale(self.x[idx]), self.y[idx]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["position"] >= len(self):  # stopped at the end of an epoch: the next one starts afresh
+            self.epoch, self._resume_at = state["epoch"], None
+        else:
+            self.epoch, self._resume_at = state["epoch"], state["position"]
 
 
 def _scale(images: torch.Tensor) -> torch.Tensor:
@@ -60,11 +86,12 @@ class MnistSequenceDataModule(pl.LightningDataModule):
         val_size: int = 5000,
         view: str = "rows",
         download: bool = True,
+        seed: int = 0,
     ):
         super().__init__()
         if view not in VIEWS:
             raise ValueError(f"data.view={view!r}: choose one of {', '.join(VIEWS)}")
-        self.root, self.view, self.download = root, view, download
+        self.root, self.view, self.download, self.seed = root, view, download, seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -81,7 +108,7 @@ class MnistSequenceDataModule(pl.LightningDataModule):
         arrays = load_mnist(self.root, download_missing=self.download)
         train_x, train_y = self._tensors(arrays["train_images"], arrays["train_labels"])
         if not 0 < self.val_size < len(train_y):
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_size={self.val_size}: must be between 1 and {len(train_y) - 1} "
                 f"(there are {len(train_y)} training images in {self.root})"
             )
@@ -103,7 +130,7 @@ class MnistSequenceDataModule(pl.LightningDataModule):
         if x.device != device:  # keep the split on the training device: no copy per batch
             x, y = x.to(device), y.to(device)
             self.splits[split] = (x, y)
-        return InMemoryBatches(x, y, batch_size, shuffle)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.seed)
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches("train", self.batch_size, shuffle=True)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnexp.errors import DataError
+
 # (file name, MD5 of the published .gz file) as served by the mirrors torchvision uses.
 FILES = {
     "train_images": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
@@ -32,7 +34,7 @@ MIRRORS = (
 UBYTE = 0x08
 
 
-class IdxError(ValueError):
+class IdxError(DataError):
     """A data file is missing, malformed or inconsistent; the message names the file."""
 
 

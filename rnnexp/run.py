@@ -1,0 +1,355 @@
+"""One run's life, shared by every entry point: checks, run folder and record, status on every exit
+path, seeding, signals, the failure policy and resume.
+
+    @hydra.main(...)
+    def train(cfg):                         # a Hydra task function
+        return run.execute(cfg, fit_and_test)
+
+    def main():                             # the console entry point
+        run.main(train)
+
+`execute` runs a task `(cfg, job) -> metrics` inside the lifecycle; `main` handles what happens
+before Hydra (a `resume=` folder, checking a whole sweep) and after it (one console line for an
+expected failure). Failure policy:
+
+- an expected failure (rnnexp.errors.ExpectedError, and the few library errors `expected()`
+  recognizes: out of memory, a Trainer setting Lightning refuses) is recorded as `failed` with its
+  reason, its traceback goes to the run's train.log, and the console gets one `error:` line;
+- any other exception is a bug: recorded as `failed` too, and its traceback stays on the console;
+- SIGINT, SIGTERM and SIGUSR1 (Slurm's warnings before a time limit or preemption) stop training
+  after the current step, which is saved to last.ckpt; the run is `interrupted`, a sweep stops;
+  a second signal stops at once;
+- in a sweep, a failed job never stops the others (Hydra's launcher runs on and re-raises the first
+  failure at the end).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnexp.config import check, check_sweep, describe
+from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
+from rnnexp.record import CONFIG, RunRecord, process_alive
+
+log = logging.getLogger("rnnexp")
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+
+
+class RunFailed(Exception):
+    """A run ended in an expected failure; str() is the one line the console shows."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped on a signal, its last step saved; stops a sweep as Ctrl-C does."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class Job:
+    """What a task gets from the lifecycle besides its config."""
+
+    cfg: DictConfig
+    dir: Path
+    record: RunRecord
+    resume_from: Path | None = None  # last.ckpt of the run being continued
+    purge_step: int | None = None  # TensorBoard hides what an earlier attempt logged from here on
+    trainer: object = None
+    _last: object = field(default=None, repr=False)
+
+    @contextlib.contextmanager
+    def watch(self, trainer):
+        """Around `trainer.fit`: a stop signal ends training after the current step, saved."""
+        from rnnexp.checkpoint import LastCheckpoint
+
+        self.trainer = trainer
+        self._last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if self._last is not None:
+            self._last.config = OmegaConf.to_container(self.cfg, resolve=True)
+        self.record.update(environment=environment(trainer, self.cfg))
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+
+        def stop(signum, frame):
+            name = signal.Signals(signum).name
+            for other, handler in previous.items():  # a second signal stops at once
+                signal.signal(getattr(signal, other), handler)
+            log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
+            if self._last is not None:
+                self._last.request_stop(name)
+            else:  # no last.ckpt to write: stop as Lightning does, after validating
+                trainer.should_stop = True
+
+        for name in STOP_SIGNALS:
+            signal.signal(getattr(signal, name), stop)
+        try:
+            yield
+        finally:
+            for name, handler in previous.items():
+                signal.signal(getattr(signal, name), handler)
+
+
+Task = Callable[[DictConfig, Job], dict]
+
+
+def execute(cfg: DictConfig, task: Task) -> float | None:
+    """Run `task` for one job with its record, status, seeding, signals and failure policy; return
+    the metric the sweeper optimizes (None when the run did not produce it)."""
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
+    run_dir = Path(cfg.paths.run_dir)
+    resume_from, purge_step = None, None
+    if cfg.get("resume"):
+        cfg, previous = continued(cfg, run_dir)
+        if previous.get("status") == "completed":
+            log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
+            return previous.get(cfg.optimized_metric)
+        resume_from, purge_step = resume_point(run_dir)
+    record = RunRecord(run_dir)
+    record.start(
+        experiment=HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None,
+        resumed_from=str(resume_from) if resume_from else None,
+    )
+    record.save_config(cfg)
+    job = Job(cfg, run_dir, record, resume_from, purge_step)
+    try:
+        import pytorch_lightning as pl  # only once the config is known to be sound
+
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
+        results = task(cfg, job)
+    except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
+        steps = getattr(job.trainer, "global_step", None)
+        name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
+        record.update(status="interrupted", signal=name, steps=steps)
+        raise Interrupted(
+            f"interrupted at step {steps} ({name}); continue with: python -m rnnexp.train resume={run_dir}",
+            getattr(signal, name),
+        ) from None
+    except Exception as err:
+        known = expected(err)
+        record.update(
+            status="failed",
+            reason=known.reason if known else "exception",
+            error=str(known) if known else f"{type(err).__name__}: {err}",
+            steps=getattr(job.trainer, "global_step", None),
+        )
+        to_log_file(f"run failed: {known or err}", err)
+        if known is None:
+            err.recorded_by_rnnexp = True  # main() must not mistake it for a folder Hydra could not create
+            raise  # a bug: its traceback belongs on the console
+        if multirun:
+            log.error(f"error: {known} (traceback in {run_dir / 'train.log'})")
+            raise RunFailed(f"{run_dir.name}: {known}") from err
+        raise RunFailed(str(known)) from err
+    record.update(status="completed", **results)
+    log.info(f"{summary(results)}; run folder {run_dir}")
+    return results.get(cfg.optimized_metric)
+
+
+def _stop_exceptions() -> tuple[type[BaseException], ...]:
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from rnnexp.checkpoint import Stopped
+
+    return (Stopped, SIGTERMException)
+
+
+def expected(err: BaseException) -> ExpectedError | None:
+    """The user-fixable failure behind `err`, or None for a bug."""
+    if isinstance(err, ExpectedError):
+        return err
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    if isinstance(err, MisconfigurationException):
+        return ConfigError(f"trainer: {_first_line(err)}")
+    text = str(err)
+    if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        return ResourceError(
+            f"out of memory ({_first_line(err)[:160]}); "
+            "use a smaller model.hidden_size, model.layers or data.batch_size"
+        )
+    cause = err.__cause__ or err.__context__
+    return expected(cause) if cause is not None and cause is not err else None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def to_log_file(message: str, err: BaseException) -> None:
+    """A traceback for whoever debugs, in the run's train.log and not on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, (type(err), err, err.__traceback__))
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def summary(metrics: dict) -> str:
+    keys = ("val/acc_best", "test/acc", "test/loss")
+    text = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float))
+    if "train_time_s" in metrics:
+        text += f", train time {metrics['train_time_s']:.1f} s"
+    return text or "no metrics"
+
+
+def environment(trainer, cfg: DictConfig) -> dict:
+    """What makes a run reproducible besides its config."""
+    import torch
+
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = _cpu_name()
+    return {
+        "torch": torch.__version__,
+        "device": f"{device.type}: {name}",
+        "threads": torch.get_num_threads(),
+        "precision": str(trainer.precision),
+        "git": git_commit(),
+        "python": platform.python_version(),
+    }
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """The project's commit, with `+dirty` when tracked files differ from it; None outside git."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+    except OSError:
+        return None
+    return commit.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if commit.returncode == 0 else None
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
+    """The config a run was started with (its config.yaml) and its record so far; a job of a
+    resumed sweep that never started has neither and starts from `cfg`."""
+    previous = RunRecord.read(run_dir)
+    if previous.get("status") == "running" and process_alive(previous):
+        raise OutputError(
+            f"resume={run_dir}: the run is still running (pid {previous['pid']} on {previous['host']}); stop it first"
+        )
+    if not (run_dir / CONFIG).is_file():
+        return cfg, previous
+    saved = OmegaConf.load(run_dir / CONFIG)
+    check(saved)
+    return saved, previous
+
+
+def resume_point(run_dir: Path) -> tuple[Path | None, int]:
+    """last.ckpt of the run, if any, and the TensorBoard step from which what an earlier attempt
+    logged is hidden (it is logged again, identically, from the checkpoint on)."""
+    from rnnexp.checkpoint import LAST, load
+
+    path = run_dir / "checkpoints" / LAST
+    if not path.exists():
+        return None, 0  # killed before its first checkpoint: start afresh, in the same folder
+    checkpoint = load(path)
+    try:
+        stepped = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+    except KeyError as err:
+        raise CheckpointError(f"{path}: holds no training progress; it cannot continue a run") from err
+    return path, stepped + 1
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """`resume=<folder>` becomes the command line that continues it: a run folder's own (its saved
+    config is loaded by the job), or a sweep folder's original overrides with its folder as the
+    sweep folder, so that every job finds its own folder again."""
+    given = [a for a in argv if a.startswith("resume=")]
+    if not given:
+        return argv
+    folder = Path(given[-1].split("=", 1)[1]).expanduser().absolute()
+    others = [a for a in argv if not a.startswith(("resume=", "-m", "--multirun", "hydra.", "hydra/"))]
+    if others:
+        raise ConfigError(
+            f"resume={folder}: takes no other overrides ({' '.join(others)}); a run continues with the "
+            "config it was started with"
+        )
+    hydra_args = [a for a in argv if a.startswith(("hydra.", "hydra/"))]
+    if (folder / "multirun.yaml").is_file():
+        saved = OmegaConf.load(folder / "multirun.yaml").hydra.overrides
+        drop = ("hydra.mode=", "hydra.sweep.dir=", "hydra.run.dir=")
+        kept_hydra = [o for o in saved.hydra if not o.startswith(drop)]
+        task = [o for o in saved.task if not o.startswith("resume=")]
+        return ["-m", *kept_hydra, *hydra_args, f"hydra.sweep.dir={folder}", *task, f"resume={folder}"]
+    if (folder / CONFIG).is_file():
+        return [*hydra_args, f"hydra.run.dir={folder}", "hydra.output_subdir=null", f"resume={folder}"]
+    what = "no such folder" if not folder.exists() else "neither a run (no config.yaml) nor a sweep (no multirun.yaml)"
+    raise ConfigError(f"resume={folder}: {what}; give a folder under outputs/runs/ or outputs/multirun/")
+
+
+# --- the console entry point ---------------------------------------------------------------------
+
+
+def main(app: Callable[[], object]) -> None:
+    """Run a @hydra.main function from the console: resume and sweep checks before it, and one
+    `error:` line for an expected failure after it."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us, to be said in one line
+    try:
+        sys.argv[1:] = resume_argv(sys.argv[1:])
+        if {"-m", "--multirun"} & set(sys.argv[1:]) and not {"--cfg", "-c", "--help", "-h", "--info"} & set(
+            sys.argv[1:]
+        ):
+            check_sweep(sys.argv[1:])
+        app()
+    except RunFailed as err:
+        _exit(f"error: {err}", 1)
+    except Interrupted as err:
+        _exit(str(err), 128 + int(err.signum))
+    except ExpectedError as err:
+        _exit(f"error: {err}", 1)
+    except (HydraException, OmegaConfBaseException) as err:
+        _exit(f"error: {describe(err)}", 1)
+    except OSError as err:
+        if err.filename is None or getattr(err, "recorded_by_rnnexp", False):
+            raise
+        # Hydra creates the run folder and its log before our code runs
+        _exit(
+            f"error: cannot write {err.filename}: {err.strerror}; point RNNEXP_OUTPUT_DIR (or hydra.run.dir) "
+            "at a writable folder",
+            1,
+        )
+
+
+def _exit(line: str, code: int) -> None:
+    print(line, file=sys.stderr)
+    raise SystemExit(code)
