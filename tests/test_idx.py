@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_load_mnist_returns_validated_arrays(tiny_mnist):
         (b"\x00\x00\x08\x03\x00\x00", 3, "ends inside the header"),
         (idx_bytes(np.zeros((3, 28, 28)))[:-10], 3, "truncated"),
         (idx_bytes(np.zeros((3, 28, 28))) + b"\x00", 3, "truncated or not an MNIST file"),
+        # 2**31 * 2**31 * 4 images is 2**64 bytes: a product in 64-bit integers wraps to 0 and passed
+        (b"\x00\x00\x08\x03" + struct.pack(">3I", 2**31, 2**31, 4), 3, r"\(18446744073709551632 bytes\)"),
     ],
 )
 def test_malformed_file_is_named_with_what_is_wrong(tmp_path, content, ndim, message):
@@ -48,6 +51,14 @@ def test_corrupt_gzip_is_named(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(10)))[:-8])
     with pytest.raises(IdxError, match="cannot read") as err:
+        read_idx(path, 1)
+    assert str(path) in str(err.value)
+
+
+def test_gzip_with_garbage_inside_is_named(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(10)))[:10] + b"\xff" * 20)  # zlib.error, not an OSError
+    with pytest.raises(IdxError, match="cannot read .*invalid block type") as err:
         read_idx(path, 1)
     assert str(path) in str(err.value)
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +39,12 @@ class IdxError(ValueError):
 
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
-    """Read one IDX file of unsigned bytes with `ndim` dimensions, checking its header and length."""
+    """Read one IDX file of unsigned bytes with `ndim` dimensions, checking its header and length.
+
+    Whatever the file holds, the result is an array of the shape its header declares or an IdxError.
+    """
     path = Path(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise IdxError(f"{path}: cannot read ({err})") from err
+    raw = _content(path)
     if len(raw) < 4:
         raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     zero, dtype, dims = struct.unpack(">HBB", raw[:4])
@@ -55,13 +57,22 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise IdxError(f"{path}: file ends inside the header ({len(raw)} bytes)")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python integers: a forged header cannot overflow the check
     if len(raw) != expected:
         raise IdxError(
             f"{path}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
             "bytes: truncated or not an MNIST file"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _content(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in .gz."""
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
+    except (OSError, EOFError, zlib.error, MemoryError, OverflowError) as err:  # BadGzipFile is an OSError
+        raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__})") from err
 
 
 def find(root: Path, name: str) -> Path | None:
