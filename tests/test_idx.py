@@ -63,6 +63,66 @@ def test_gzip_with_garbage_inside_is_named(tmp_path):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"])
+def test_a_folder_where_a_data_file_belongs_is_named_not_called_missing(tmp_path, name):
+    root = write_mnist(tmp_path / "data")
+    for existing in (root / name, root / name.removesuffix(".gz")):
+        existing.unlink(missing_ok=True)
+    (root / name).mkdir()
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=True, mirrors=("http://127.0.0.1:9/",))
+    message = str(err.value)
+    assert message == f"{root / name} is a directory, not a file; remove or rename it"
+
+
+def test_a_folder_beside_the_gzip_file_is_named_too(tmp_path):
+    root = write_mnist(tmp_path / "data")
+    (root / "train-images-idx3-ubyte").mkdir()  # train-images-idx3-ubyte.gz is there and valid
+    with pytest.raises(IdxError, match="train-images-idx3-ubyte is a directory, not a file"):
+        load_mnist(root, download_missing=False)
+
+
+def test_gzip_and_plain_copies_with_the_same_data_are_used_silently(tmp_path):
+    root = write_mnist(tmp_path / "data")
+    plain = root / "t10k-images-idx3-ubyte"
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    arrays = load_mnist(root, download_missing=False)
+    assert np.array_equal(arrays["test_images"], read_idx(plain, 3))
+
+
+@pytest.mark.parametrize("n", [100, 99])  # same size but other pixels; another size
+def test_gzip_and_plain_copies_that_differ_are_both_named(tmp_path, n):
+    root = write_mnist(tmp_path / "data")
+    plain = root / "t10k-images-idx3-ubyte"
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    assert load_mnist(root, download_missing=False)["test_images"].shape == (100, 28, 28)
+    stale = learnable_digits(n, 7)[0]
+    write_idx(plain, stale)
+    os.utime(plain, ns=(1, 1))  # older than the .gz, and a change load_mnist's memo must notice
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=False)
+    message = str(err.value)
+    assert f"{plain}.gz and {plain} are both there but hold different data" in message
+    assert "remove the stale one (t10k-images-idx3-ubyte.gz is the newer)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name, empty, what",
+    [
+        ("train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)), "images"),
+        ("train-labels-idx1-ubyte.gz", np.zeros(0), "labels"),
+        ("t10k-images-idx3-ubyte", np.zeros((0, 28, 28)), "images"),
+        ("t10k-labels-idx1-ubyte", np.zeros(0), "labels"),
+    ],
+)
+def test_a_file_with_no_images_is_named_not_blamed_on_val_size(tmp_path, name, empty, what):
+    root = write_mnist(tmp_path / "data")
+    write_idx(root / name, empty)
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=False)
+    assert str(err.value) == f"{root / name}: holds 0 {what}; replace it with the complete MNIST file"
+
+
 @pytest.mark.parametrize(
     "name, array, message",
     [
