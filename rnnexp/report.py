@@ -35,17 +35,20 @@ class Run:
     dir: Path
     config: dict
     metrics: dict
+    problem: str | None = None  # why its config.yaml or metrics.json could not be read
 
     @property
     def status(self) -> str:
+        if self.problem:
+            return f"unreadable ({self.problem})"
         status = self.metrics.get("status", "not started")  # no metrics.json: rejected before training
         if status == "running" and self.metrics.get("host") == socket.gethostname():
             try:
                 os.kill(self.metrics["pid"], 0)
             except (ProcessLookupError, KeyError):
                 return "killed"  # said running, but its process is gone
-            except PermissionError:
-                pass
+            except (PermissionError, TypeError, ValueError, OverflowError):
+                pass  # not ours to probe, or no usable pid: take its word
         return status
 
     @property
@@ -53,8 +56,8 @@ class Run:
         return self.metrics.get("experiment") or re.sub(r"^\d+_", "", self.dir.name)
 
     def row(self) -> dict:
-        model, m, ref = self.config.get("model", {}), self.metrics, self.config.get("reference") or {}
-        published = ref.get("accuracy")
+        model, m, ref = _mapping(self.config.get("model")), self.metrics, _mapping(self.config.get("reference"))
+        published, test_acc = ref.get("accuracy"), m.get("test/acc")
         return {
             "run": self.name,
             "seed": self.config.get("seed"),
@@ -67,9 +70,9 @@ class Run:
             "epochs": m.get("epochs"),
             "train_s": m.get("train_time_s"),
             "val_acc_best": m.get("val/acc_best"),
-            "test_acc": m.get("test/acc"),
+            "test_acc": test_acc,
             "published": published,
-            "diff": m["test/acc"] - published if published is not None and "test/acc" in m else None,
+            "diff": test_acc - published if _number(test_acc) is not None and _number(published) is not None else None,
             "published_on": ref.get("measured_on"),
         }
 
@@ -77,6 +80,15 @@ class Run:
         """The configuration apart from its seed and where it ran: runs that share it are repeats."""
         rest = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
         return json.dumps(rest, sort_keys=True, default=str).replace(str(self.dir), "<run folder>")
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value) -> int | float | None:
+    """The value if it is a number, else None: a hand-edited file cannot break the arithmetic."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _job_order(path: Path):
@@ -90,10 +102,36 @@ def find_runs(folders: list[Path]) -> list[Run]:
     runs = []
     for d in sorted(dirs, key=_job_order):
         config_file = d / CONFIG if (d / CONFIG).exists() else d / ".hydra" / "config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-        metrics = json.loads((d / METRICS).read_text()) if (d / METRICS).exists() else {}
-        runs.append(Run(d, config or {}, metrics))
+        problems: list[str] = []
+        config = _read_mapping(config_file, yaml.safe_load, problems) if config_file.exists() else {}
+        metrics = _read_mapping(d / METRICS, json.loads, problems) if (d / METRICS).exists() else {}
+        runs.append(Run(d, config, metrics, "; ".join(problems) or None))
     return runs
+
+
+def _read_mapping(path: Path, parse, problems: list[str]) -> dict:
+    """The mapping a run's YAML or JSON file holds; {} and a one-line reason in `problems` if it holds none."""
+    try:
+        value = parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: JSON and Unicode decoding errors
+        problems.append(f"{path.name}: {_reason(err)}")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path.name}: {'empty' if value is None else type(value).__name__}, not a mapping")
+        return {}
+    return value
+
+
+def _reason(err: Exception) -> str:
+    """A short, one-line account of why a file could not be read or parsed."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg}: line {err.lineno} column {err.colno}"
+    mark = getattr(err, "problem_mark", None)  # YAML syntax errors
+    if isinstance(err, yaml.MarkedYAMLError) and mark is not None:
+        return f"{err.problem or err.context}: line {mark.line + 1} column {mark.column + 1}"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def summarize(runs: list[Run]) -> list[dict]:
@@ -121,7 +159,8 @@ def summarize(runs: list[Run]) -> list[dict]:
 def _fmt(value, digits: int = 4, sign: str = "") -> str:
     if value is None:
         return "-"
-    return f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
+    text = f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")  # one Markdown table cell, whatever a file held
 
 
 def markdown(rows: list[dict], summary: list[dict]) -> str:
@@ -164,7 +203,7 @@ def curves(run: Run) -> dict[str, list[tuple[float, float]]]:
 
     acc = EventAccumulator(str(run.dir), size_guidance={"scalars": 0})
     acc.Reload()
-    batch = (run.config.get("data") or {}).get("batch_size", 1)
+    batch = _number(_mapping(run.config.get("data")).get("batch_size")) or 1
     tags = [t for t in ("val/acc", "train/loss", "val/loss") if t in acc.Tags()["scalars"]]
     return {t: [(e.step * batch / 1000, e.value) for e in acc.Scalars(t)] for t in tags}
 
