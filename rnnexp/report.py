@@ -135,7 +135,11 @@ def _reason(err: Exception) -> str:
 
 
 def summarize(runs: list[Run]) -> list[dict]:
-    """Mean and spread (sample standard deviation) over the completed repeats of each setting."""
+    """Mean and spread (sample standard deviation) over the completed repeats of each setting.
+
+    Each statistic is over the repeats that have the value (runs with test=false have no test
+    accuracy); `<key>_n` says how many, and the statistics are None when too few have it.
+    """
     groups: dict[str, list[Run]] = {}
     for run in runs:
         if run.status == "completed":
@@ -146,12 +150,15 @@ def summarize(runs: list[Run]) -> list[dict]:
             continue
         group_rows = [run.row() for run in group]
         first = group_rows[0]
-        row = {"run": first["run"], "n": len(group), "published": first["published"]}
+        row = {"run": first["run"], "n": len(group), "published": _number(first["published"])}
         for key in ("test_acc", "val_acc_best", "train_s"):
-            values = [r[key] for r in group_rows]
-            row[f"{key}_mean"], row[f"{key}_std"] = statistics.mean(values), statistics.stdev(values)
-            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
-        row["diff"] = row["test_acc_mean"] - row["published"] if row["published"] is not None else None
+            values = [v for r in group_rows if (v := _number(r[key])) is not None]
+            row[f"{key}_n"] = len(values)
+            row[f"{key}_mean"] = statistics.mean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            row[f"{key}_min"], row[f"{key}_max"] = (min(values), max(values)) if values else (None, None)
+        both = row["test_acc_mean"] is not None and row["published"] is not None
+        row["diff"] = row["test_acc_mean"] - row["published"] if both else None
         rows.append(row)
     return rows
 
@@ -161,6 +168,17 @@ def _fmt(value, digits: int = 4, sign: str = "") -> str:
         return "-"
     text = f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
     return text.replace("|", "\\|").replace("\n", " ")  # one Markdown table cell, whatever a file held
+
+
+def _spread(s: dict, key: str, digits: int, extremes: bool = False) -> str:
+    """'mean ± std [min, max]' over the repeats that have the value, '(k of n)' when not all do, '-' when none."""
+    if s[f"{key}_mean"] is None:
+        return "-"
+    std = "-" if s[f"{key}_std"] is None else f"{s[f'{key}_std']:.{digits}f}"
+    text = f"{s[f'{key}_mean']:.{digits}f} ± {std}"
+    if extremes:
+        text += f" [{s[f'{key}_min']:.{digits}f}, {s[f'{key}_max']:.{digits}f}]"
+    return text + (f" ({s[f'{key}_n']} of {s['n']})" if s[f"{key}_n"] < s["n"] else "")
 
 
 def markdown(rows: list[dict], summary: list[dict]) -> str:
@@ -178,13 +196,9 @@ def markdown(rows: list[dict], summary: list[dict]) -> str:
         out.write("\nOver seeds (completed runs; mean ± sample standard deviation, [min, max]):\n\n")
         out.write("| run | n | test_acc | val_acc_best | train_s | published | diff |\n|---|---|---|---|---|---|---|\n")
         for s in summary:
-            test = (
-                f"{s['test_acc_mean']:.4f} ± {s['test_acc_std']:.4f} [{s['test_acc_min']:.4f}, {s['test_acc_max']:.4f}]"
-            )
-            val = f"{s['val_acc_best_mean']:.4f} ± {s['val_acc_best_std']:.4f}"
-            time_s = f"{s['train_s_mean']:.1f} ± {s['train_s_std']:.1f}"
-            diff = _fmt(s["diff"], sign="+")
-            out.write(f"| {s['run']} | {s['n']} | {test} | {val} | {time_s} | {_fmt(s['published'])} | {diff} |\n")
+            test, val = _spread(s, "test_acc", 4, extremes=True), _spread(s, "val_acc_best", 4)
+            cells = [_fmt(s["run"]), str(s["n"]), test, val, _spread(s, "train_s", 1), _fmt(s["published"])]
+            out.write("| " + " | ".join([*cells, _fmt(s["diff"], sign="+")]) + " |\n")
     return out.getvalue()
 
 

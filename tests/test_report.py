@@ -116,3 +116,24 @@ def test_one_unreadable_run_leaves_the_others_reported(tmp_path, capsys):
     with open(tmp_path / "report.csv") as f:
         assert [r["status"][:10] for r in csv.DictReader(f)] == ["completed", "completed", "unreadable", "completed"]
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_without_a_test_score_are_summarized_over_what_they_have(tmp_path, capsys):
+    for i, acc in enumerate([0.91, 0.93, 0.97]):
+        fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=None, val_acc=acc)  # trained with test=false
+    report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    runs_table, _, seeds_table = capsys.readouterr().out.partition("Over seeds")
+    rows = [line for line in runs_table.splitlines() if line.startswith("| seed=")]
+    assert len(rows) == 3 and all(row.endswith(" | - | 0.9500 | - |") for row in rows)  # test_acc, published, diff
+    (line,) = [line for line in seeds_table.splitlines() if line.startswith("| seed=")]
+    mean, std = statistics.mean([0.91, 0.93, 0.97]), statistics.stdev([0.91, 0.93, 0.97])
+    assert line.split(" | ")[2:4] == ["-", f"{mean:.4f} ± {std:.4f}"] and line.endswith("| 0.9500 | - |")
+
+
+def test_test_statistics_cover_the_repeats_that_have_a_test_score(tmp_path):
+    for i, acc in enumerate([0.91, None, 0.97]):
+        fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=acc)
+    (summary,) = report.summarize(report.find_runs([tmp_path]))
+    assert summary["n"] == 3 and summary["test_acc_n"] == 2 and summary["val_acc_best_n"] == 3
+    assert summary["test_acc_mean"] == pytest.approx(0.94) and summary["diff"] == pytest.approx(0.94 - 0.95)
+    assert "| 0.9400 ± 0.0424 [0.9100, 0.9700] (2 of 3) |" in report.markdown([], [summary])
