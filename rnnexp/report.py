@@ -248,9 +248,13 @@ def plot(path: Path, runs: list[Run]) -> None:
         ax.grid(alpha=0.3)
     fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=8)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():  # a half-written image never stays behind
+            tmp.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,13 +269,17 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         parser.error(f"no runs (folders with .hydra/) in {', '.join(map(str, args.folders))}")
     out = args.out or args.folders[0]
-    out.mkdir(parents=True, exist_ok=True)
     rows = [run.row() for run in runs]  # one look at each run's status
     table = markdown(rows, summarize(runs))
-    write_atomic(out / "report.md", table)
-    write_csv(out / "report.csv", runs, rows)
-    plot(out / "report.png", runs)
-    print(table)
+    print(table)  # shown even if the files cannot be written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "report.md", table)
+        write_csv(out / "report.csv", runs, rows)
+        plot(out / "report.png", runs)
+    except OSError as err:
+        reason = "a file, not a folder" if out.exists() and not out.is_dir() else _reason(err)
+        parser.exit(2, f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n")
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
 
 

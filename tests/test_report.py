@@ -137,3 +137,16 @@ def test_test_statistics_cover_the_repeats_that_have_a_test_score(tmp_path):
     assert summary["n"] == 3 and summary["test_acc_n"] == 2 and summary["val_acc_best_n"] == 3
     assert summary["test_acc_mean"] == pytest.approx(0.94) and summary["diff"] == pytest.approx(0.94 - 0.95)
     assert "| 0.9400 ± 0.0424 [0.9100, 0.9700] (2 of 3) |" in report.markdown([], [summary])
+
+
+@pytest.mark.parametrize("where, reason", [("file", "a file, not a folder"), ("file/report", "Not a directory")])
+def test_an_unwritable_out_is_one_line_naming_it(tmp_path, capsys, where, reason):
+    run = fake_run(tmp_path / "runs" / "0_a")
+    (tmp_path / "file").write_text("not a folder")  # root ignores chmod; a file in the way stops it too
+    out = tmp_path / where
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(run), "--out", str(out)])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n"
+    assert "| completed |" in captured.out  # the table was shown all the same
