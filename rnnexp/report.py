@@ -35,17 +35,20 @@ class Run:
     dir: Path
     config: dict
     metrics: dict
+    problem: str | None = None  # why its config.yaml or metrics.json could not be read
 
     @property
     def status(self) -> str:
+        if self.problem:
+            return f"unreadable ({self.problem})"
         status = self.metrics.get("status", "not started")  # no metrics.json: rejected before training
         if status == "running" and self.metrics.get("host") == socket.gethostname():
             try:
                 os.kill(self.metrics["pid"], 0)
             except (ProcessLookupError, KeyError):
                 return "killed"  # said running, but its process is gone
-            except PermissionError:
-                pass
+            except (PermissionError, TypeError, ValueError, OverflowError):
+                pass  # not ours to probe, or no usable pid: take its word
         return status
 
     @property
@@ -53,8 +56,8 @@ class Run:
         return self.metrics.get("experiment") or re.sub(r"^\d+_", "", self.dir.name)
 
     def row(self) -> dict:
-        model, m, ref = self.config.get("model", {}), self.metrics, self.config.get("reference") or {}
-        published = ref.get("accuracy")
+        model, m, ref = _mapping(self.config.get("model")), self.metrics, _mapping(self.config.get("reference"))
+        published, test_acc = ref.get("accuracy"), m.get("test/acc")
         return {
             "run": self.name,
             "seed": self.config.get("seed"),
@@ -67,9 +70,9 @@ class Run:
             "epochs": m.get("epochs"),
             "train_s": m.get("train_time_s"),
             "val_acc_best": m.get("val/acc_best"),
-            "test_acc": m.get("test/acc"),
+            "test_acc": test_acc,
             "published": published,
-            "diff": m["test/acc"] - published if published is not None and "test/acc" in m else None,
+            "diff": test_acc - published if _number(test_acc) is not None and _number(published) is not None else None,
             "published_on": ref.get("measured_on"),
         }
 
@@ -77,6 +80,15 @@ class Run:
         """The configuration apart from its seed and where it ran: runs that share it are repeats."""
         rest = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
         return json.dumps(rest, sort_keys=True, default=str).replace(str(self.dir), "<run folder>")
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value) -> int | float | None:
+    """The value if it is a number, else None: a hand-edited file cannot break the arithmetic."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _job_order(path: Path):
@@ -90,14 +102,44 @@ def find_runs(folders: list[Path]) -> list[Run]:
     runs = []
     for d in sorted(dirs, key=_job_order):
         config_file = d / CONFIG if (d / CONFIG).exists() else d / ".hydra" / "config.yaml"
-        config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-        metrics = json.loads((d / METRICS).read_text()) if (d / METRICS).exists() else {}
-        runs.append(Run(d, config or {}, metrics))
+        problems: list[str] = []
+        config = _read_mapping(config_file, yaml.safe_load, problems) if config_file.exists() else {}
+        metrics = _read_mapping(d / METRICS, json.loads, problems) if (d / METRICS).exists() else {}
+        runs.append(Run(d, config, metrics, "; ".join(problems) or None))
     return runs
 
 
+def _read_mapping(path: Path, parse, problems: list[str]) -> dict:
+    """The mapping a run's YAML or JSON file holds; {} and a one-line reason in `problems` if it holds none."""
+    try:
+        value = parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:  # ValueError: JSON and Unicode decoding errors
+        problems.append(f"{path.name}: {_reason(err)}")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{path.name}: {'empty' if value is None else type(value).__name__}, not a mapping")
+        return {}
+    return value
+
+
+def _reason(err: Exception) -> str:
+    """A short, one-line account of why a file could not be read or parsed."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"{err.msg}: line {err.lineno} column {err.colno}"
+    mark = getattr(err, "problem_mark", None)  # YAML syntax errors
+    if isinstance(err, yaml.MarkedYAMLError) and mark is not None:
+        return f"{err.problem or err.context}: line {mark.line + 1} column {mark.column + 1}"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def summarize(runs: list[Run]) -> list[dict]:
-    """Mean and spread (sample standard deviation) over the completed repeats of each setting."""
+    """Mean and spread (sample standard deviation) over the completed repeats of each setting.
+
+    Each statistic is over the repeats that have the value (runs with test=false have no test
+    accuracy); `<key>_n` says how many, and the statistics are None when too few have it.
+    """
     groups: dict[str, list[Run]] = {}
     for run in runs:
         if run.status == "completed":
@@ -108,12 +150,15 @@ def summarize(runs: list[Run]) -> list[dict]:
             continue
         group_rows = [run.row() for run in group]
         first = group_rows[0]
-        row = {"run": first["run"], "n": len(group), "published": first["published"]}
+        row = {"run": first["run"], "n": len(group), "published": _number(first["published"])}
         for key in ("test_acc", "val_acc_best", "train_s"):
-            values = [r[key] for r in group_rows]
-            row[f"{key}_mean"], row[f"{key}_std"] = statistics.mean(values), statistics.stdev(values)
-            row[f"{key}_min"], row[f"{key}_max"] = min(values), max(values)
-        row["diff"] = row["test_acc_mean"] - row["published"] if row["published"] is not None else None
+            values = [v for r in group_rows if (v := _number(r[key])) is not None]
+            row[f"{key}_n"] = len(values)
+            row[f"{key}_mean"] = statistics.mean(values) if values else None
+            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+            row[f"{key}_min"], row[f"{key}_max"] = (min(values), max(values)) if values else (None, None)
+        both = row["test_acc_mean"] is not None and row["published"] is not None
+        row["diff"] = row["test_acc_mean"] - row["published"] if both else None
         rows.append(row)
     return rows
 
@@ -121,7 +166,19 @@ def summarize(runs: list[Run]) -> list[dict]:
 def _fmt(value, digits: int = 4, sign: str = "") -> str:
     if value is None:
         return "-"
-    return f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
+    text = f"{value:{sign}.{digits}f}" if isinstance(value, float) else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")  # one Markdown table cell, whatever a file held
+
+
+def _spread(s: dict, key: str, digits: int, extremes: bool = False) -> str:
+    """'mean ± std [min, max]' over the repeats that have the value, '(k of n)' when not all do, '-' when none."""
+    if s[f"{key}_mean"] is None:
+        return "-"
+    std = "-" if s[f"{key}_std"] is None else f"{s[f'{key}_std']:.{digits}f}"
+    text = f"{s[f'{key}_mean']:.{digits}f} ± {std}"
+    if extremes:
+        text += f" [{s[f'{key}_min']:.{digits}f}, {s[f'{key}_max']:.{digits}f}]"
+    return text + (f" ({s[f'{key}_n']} of {s['n']})" if s[f"{key}_n"] < s["n"] else "")
 
 
 def markdown(rows: list[dict], summary: list[dict]) -> str:
@@ -139,13 +196,9 @@ def markdown(rows: list[dict], summary: list[dict]) -> str:
         out.write("\nOver seeds (completed runs; mean ± sample standard deviation, [min, max]):\n\n")
         out.write("| run | n | test_acc | val_acc_best | train_s | published | diff |\n|---|---|---|---|---|---|---|\n")
         for s in summary:
-            test = (
-                f"{s['test_acc_mean']:.4f} ± {s['test_acc_std']:.4f} [{s['test_acc_min']:.4f}, {s['test_acc_max']:.4f}]"
-            )
-            val = f"{s['val_acc_best_mean']:.4f} ± {s['val_acc_best_std']:.4f}"
-            time_s = f"{s['train_s_mean']:.1f} ± {s['train_s_std']:.1f}"
-            diff = _fmt(s["diff"], sign="+")
-            out.write(f"| {s['run']} | {s['n']} | {test} | {val} | {time_s} | {_fmt(s['published'])} | {diff} |\n")
+            test, val = _spread(s, "test_acc", 4, extremes=True), _spread(s, "val_acc_best", 4)
+            cells = [_fmt(s["run"]), str(s["n"]), test, val, _spread(s, "train_s", 1), _fmt(s["published"])]
+            out.write("| " + " | ".join([*cells, _fmt(s["diff"], sign="+")]) + " |\n")
     return out.getvalue()
 
 
@@ -164,7 +217,7 @@ def curves(run: Run) -> dict[str, list[tuple[float, float]]]:
 
     acc = EventAccumulator(str(run.dir), size_guidance={"scalars": 0})
     acc.Reload()
-    batch = (run.config.get("data") or {}).get("batch_size", 1)
+    batch = _number(_mapping(run.config.get("data")).get("batch_size")) or 1
     tags = [t for t in ("val/acc", "train/loss", "val/loss") if t in acc.Tags()["scalars"]]
     return {t: [(e.step * batch / 1000, e.value) for e in acc.Scalars(t)] for t in tags}
 
@@ -195,9 +248,13 @@ def plot(path: Path, runs: list[Run]) -> None:
         ax.grid(alpha=0.3)
     fig.legend(*ax_acc.get_legend_handles_labels(), loc="outside right center", fontsize=8)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():  # a half-written image never stays behind
+            tmp.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -212,13 +269,17 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         parser.error(f"no runs (folders with .hydra/) in {', '.join(map(str, args.folders))}")
     out = args.out or args.folders[0]
-    out.mkdir(parents=True, exist_ok=True)
     rows = [run.row() for run in runs]  # one look at each run's status
     table = markdown(rows, summarize(runs))
-    write_atomic(out / "report.md", table)
-    write_csv(out / "report.csv", runs, rows)
-    plot(out / "report.png", runs)
-    print(table)
+    print(table)  # shown even if the files cannot be written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "report.md", table)
+        write_csv(out / "report.csv", runs, rows)
+        plot(out / "report.png", runs)
+    except OSError as err:
+        reason = "a file, not a folder" if out.exists() and not out.is_dir() else _reason(err)
+        parser.exit(2, f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n")
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
 
 

@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def test_load_mnist_returns_validated_arrays(tiny_mnist):
         (b"\x00\x00\x08\x03\x00\x00", 3, "ends inside the header"),
         (idx_bytes(np.zeros((3, 28, 28)))[:-10], 3, "truncated"),
         (idx_bytes(np.zeros((3, 28, 28))) + b"\x00", 3, "truncated or not an MNIST file"),
+        # 2**31 * 2**31 * 4 images is 2**64 bytes: a product in 64-bit integers wraps to 0 and passed
+        (b"\x00\x00\x08\x03" + struct.pack(">3I", 2**31, 2**31, 4), 3, r"\(18446744073709551632 bytes\)"),
     ],
 )
 def test_malformed_file_is_named_with_what_is_wrong(tmp_path, content, ndim, message):
@@ -50,6 +53,74 @@ def test_corrupt_gzip_is_named(tmp_path):
     with pytest.raises(IdxError, match="cannot read") as err:
         read_idx(path, 1)
     assert str(path) in str(err.value)
+
+
+def test_gzip_with_garbage_inside_is_named(tmp_path):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_bytes(np.zeros(10)))[:10] + b"\xff" * 20)  # zlib.error, not an OSError
+    with pytest.raises(IdxError, match="cannot read .*invalid block type") as err:
+        read_idx(path, 1)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"])
+def test_a_folder_where_a_data_file_belongs_is_named_not_called_missing(tmp_path, name):
+    root = write_mnist(tmp_path / "data")
+    for existing in (root / name, root / name.removesuffix(".gz")):
+        existing.unlink(missing_ok=True)
+    (root / name).mkdir()
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=True, mirrors=("http://127.0.0.1:9/",))
+    message = str(err.value)
+    assert message == f"{root / name} is a directory, not a file; remove or rename it"
+
+
+def test_a_folder_beside_the_gzip_file_is_named_too(tmp_path):
+    root = write_mnist(tmp_path / "data")
+    (root / "train-images-idx3-ubyte").mkdir()  # train-images-idx3-ubyte.gz is there and valid
+    with pytest.raises(IdxError, match="train-images-idx3-ubyte is a directory, not a file"):
+        load_mnist(root, download_missing=False)
+
+
+def test_gzip_and_plain_copies_with_the_same_data_are_used_silently(tmp_path):
+    root = write_mnist(tmp_path / "data")
+    plain = root / "t10k-images-idx3-ubyte"
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    arrays = load_mnist(root, download_missing=False)
+    assert np.array_equal(arrays["test_images"], read_idx(plain, 3))
+
+
+@pytest.mark.parametrize("n", [100, 99])  # same size but other pixels; another size
+def test_gzip_and_plain_copies_that_differ_are_both_named(tmp_path, n):
+    root = write_mnist(tmp_path / "data")
+    plain = root / "t10k-images-idx3-ubyte"
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    assert load_mnist(root, download_missing=False)["test_images"].shape == (100, 28, 28)
+    stale = learnable_digits(n, 7)[0]
+    write_idx(plain, stale)
+    os.utime(plain, ns=(1, 1))  # older than the .gz, and a change load_mnist's memo must notice
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=False)
+    message = str(err.value)
+    assert f"{plain}.gz and {plain} are both there but hold different data" in message
+    assert "remove the stale one (t10k-images-idx3-ubyte.gz is the newer)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "name, empty, what",
+    [
+        ("train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)), "images"),
+        ("train-labels-idx1-ubyte.gz", np.zeros(0), "labels"),
+        ("t10k-images-idx3-ubyte", np.zeros((0, 28, 28)), "images"),
+        ("t10k-labels-idx1-ubyte", np.zeros(0), "labels"),
+    ],
+)
+def test_a_file_with_no_images_is_named_not_blamed_on_val_size(tmp_path, name, empty, what):
+    root = write_mnist(tmp_path / "data")
+    write_idx(root / name, empty)
+    with pytest.raises(IdxError) as err:
+        load_mnist(root, download_missing=False)
+    assert str(err.value) == f"{root / name}: holds 0 {what}; replace it with the complete MNIST file"
 
 
 @pytest.mark.parametrize(

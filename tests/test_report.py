@@ -11,7 +11,8 @@ from conftest import TINY, run_train
 from rnnexp import report
 
 
-def fake_run(folder, seed=1, status="completed", test_acc=0.9, **metrics):
+def fake_run(folder, seed=1, status="completed", test_acc=0.9, val_acc=0.9, **metrics):
+    """A run folder as train.py leaves it; test_acc=None: run with test=false (no test/acc recorded)."""
     (folder / ".hydra").mkdir(parents=True)
     config = {
         "seed": seed,
@@ -21,7 +22,9 @@ def fake_run(folder, seed=1, status="completed", test_acc=0.9, **metrics):
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     if status:
-        record = {"status": status, "test/acc": test_acc, "val/acc_best": test_acc, "train_time_s": 1.0, **metrics}
+        record = {"status": status, "val/acc_best": val_acc, "train_time_s": 1.0, **metrics}
+        if test_acc is not None:
+            record["test/acc"] = test_acc
         (folder / "metrics.json").write_text(json.dumps(record))
     return folder
 
@@ -69,3 +72,81 @@ def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
         report.main([str(tmp_path)])
     assert "no runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "file, content, reason",
+    [
+        ("metrics.json", '{\n  "status":\n', "metrics.json: Expecting value: line 3 column 1"),  # cut short
+        ("metrics.json", "", "metrics.json: Expecting value: line 1 column 1"),
+        ("metrics.json", "[0.9]", "metrics.json: list, not a mapping"),
+        ("metrics.json", b"\xff\xfe", "metrics.json: 'utf-8' codec can't decode byte 0xff in position 0"),
+        ("metrics.json", None, "metrics.json: Is a directory"),
+        ("config.yaml", "seed: [1, 2\nmodel: {}\n", "config.yaml: expected ',' or ']', but got ':': line 2 column 6"),
+        ("config.yaml", "", "config.yaml: empty, not a mapping"),
+        ("config.yaml", "- 1\n- 2\n", "config.yaml: list, not a mapping"),
+    ],
+)
+def test_an_unreadable_run_is_a_row_saying_why(tmp_path, file, content, reason):
+    run = fake_run(tmp_path / "0_a")
+    path = run / file
+    if content is None:
+        path.unlink()
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    (found,) = report.find_runs([tmp_path])
+    status = found.row()["status"]
+    assert status.startswith(f"unreadable ({reason}") and status.endswith(")") and "\n" not in status
+
+
+def test_one_unreadable_run_leaves_the_others_reported(tmp_path, capsys):
+    for i, acc in enumerate([0.91, 0.93, 0.5, 0.97]):
+        fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=acc)
+    (tmp_path / "2_seed=2" / "metrics.json").write_text('{"status": "completed", "test/acc": 0.5')  # cut short
+    report.main([str(tmp_path)])
+    runs_table = capsys.readouterr().out.partition("Over seeds")[0]
+    rows = [line for line in runs_table.splitlines() if line.startswith("| seed=")]
+    assert len(rows) == 4 and "| unreadable (metrics.json: Expecting ',' delimiter: line 1" in rows[2]
+    assert all("| completed |" in row for row in rows[:2] + rows[3:])
+    (summary,) = report.summarize(report.find_runs([tmp_path]))
+    assert summary["n"] == 3 and summary["test_acc_mean"] == pytest.approx(statistics.mean([0.91, 0.93, 0.97]))
+    with open(tmp_path / "report.csv") as f:
+        assert [r["status"][:10] for r in csv.DictReader(f)] == ["completed", "completed", "unreadable", "completed"]
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_runs_without_a_test_score_are_summarized_over_what_they_have(tmp_path, capsys):
+    for i, acc in enumerate([0.91, 0.93, 0.97]):
+        fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=None, val_acc=acc)  # trained with test=false
+    report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    runs_table, _, seeds_table = capsys.readouterr().out.partition("Over seeds")
+    rows = [line for line in runs_table.splitlines() if line.startswith("| seed=")]
+    assert len(rows) == 3 and all(row.endswith(" | - | 0.9500 | - |") for row in rows)  # test_acc, published, diff
+    (line,) = [line for line in seeds_table.splitlines() if line.startswith("| seed=")]
+    mean, std = statistics.mean([0.91, 0.93, 0.97]), statistics.stdev([0.91, 0.93, 0.97])
+    assert line.split(" | ")[2:4] == ["-", f"{mean:.4f} ± {std:.4f}"] and line.endswith("| 0.9500 | - |")
+
+
+def test_test_statistics_cover_the_repeats_that_have_a_test_score(tmp_path):
+    for i, acc in enumerate([0.91, None, 0.97]):
+        fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=acc)
+    (summary,) = report.summarize(report.find_runs([tmp_path]))
+    assert summary["n"] == 3 and summary["test_acc_n"] == 2 and summary["val_acc_best_n"] == 3
+    assert summary["test_acc_mean"] == pytest.approx(0.94) and summary["diff"] == pytest.approx(0.94 - 0.95)
+    assert "| 0.9400 ± 0.0424 [0.9100, 0.9700] (2 of 3) |" in report.markdown([], [summary])
+
+
+@pytest.mark.parametrize("where, reason", [("file", "a file, not a folder"), ("file/report", "Not a directory")])
+def test_an_unwritable_out_is_one_line_naming_it(tmp_path, capsys, where, reason):
+    run = fake_run(tmp_path / "runs" / "0_a")
+    (tmp_path / "file").write_text("not a folder")  # root ignores chmod; a file in the way stops it too
+    out = tmp_path / where
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(run), "--out", str(out)])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n"
+    assert "| completed |" in captured.out  # the table was shown all the same

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +41,12 @@ class IdxError(DataError):
 
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
-    """Read one IDX file of unsigned bytes with `ndim` dimensions, checking its header and length."""
+    """Read one IDX file of unsigned bytes with `ndim` dimensions, checking its header and length.
+
+    Whatever the file holds, the result is an array of the shape its header declares or an IdxError.
+    """
     path = Path(path)
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise IdxError(f"{path}: cannot read ({err})") from err
+    raw = _content(path)
     if len(raw) < 4:
         raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     zero, dtype, dims = struct.unpack(">HBB", raw[:4])
@@ -57,7 +59,7 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise IdxError(f"{path}: file ends inside the header ({len(raw)} bytes)")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(shape))
+    expected = header + math.prod(shape)  # Python integers: a forged header cannot overflow the check
     if len(raw) != expected:
         raise IdxError(
             f"{path}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
@@ -66,12 +68,33 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def _content(path: Path) -> bytes:
+    """The file's bytes, decompressed when its name ends in .gz."""
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if path.suffix == ".gz" else data
+    except (OSError, EOFError, zlib.error, MemoryError, OverflowError) as err:  # BadGzipFile is an OSError
+        raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__})") from err
+
+
 def find(root: Path, name: str) -> Path | None:
-    """The file `name` in `root`, gzip-compressed or plain (the compressed one wins)."""
+    """The file `name` in `root`, gzip-compressed or plain (the compressed one wins).
+
+    A folder in a data file's place is an error, not a missing file: downloading cannot replace it.
+    """
+    for candidate in (root / f"{name}.gz", root / name):
+        if candidate.is_dir():
+            raise IdxError(f"{candidate} is a directory, not a file; remove or rename it")
     for candidate in (root / f"{name}.gz", root / name):
         if candidate.is_file():
             return candidate
     return None
+
+
+def twin(path: Path) -> Path | None:
+    """The plain copy next to a .gz file (`x` beside `x.gz`), when there is one."""
+    plain = path.with_suffix("")
+    return plain if path.suffix == ".gz" and plain.is_file() else None
 
 
 def md5(path: Path) -> str:
@@ -141,15 +164,17 @@ def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRO
     return paths
 
 
-# Parsed files by (path, size, modification time): the jobs of a sweep run in one process, and
-# parse and validate the files once between them. The arrays are read-only.
+# Parsed files by (path, size, modification time), the plain twins of .gz files included: the jobs of
+# a sweep run in one process, and parse and validate the files once between them. The arrays are
+# read-only.
 _PARSED: dict[tuple, dict[str, np.ndarray]] = {}
 
 
 def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, np.ndarray]:
     """The four MNIST arrays, validated: uint8 images (N, 28, 28) and labels (N,) in 0..9."""
     paths = locate(root, download_missing, mirrors)
-    key = tuple((str(p), st.st_size, st.st_mtime_ns) for p in paths.values() for st in [p.stat()])
+    files = [f for p in paths.values() for f in (p, twin(p)) if f is not None]
+    key = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     if key not in _PARSED:
         _PARSED.clear()  # keep one data set, not every version of it
         _PARSED[key] = _parse(paths)
@@ -159,16 +184,42 @@ def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=M
 def _parse(paths: dict[str, Path]) -> dict[str, np.ndarray]:
     arrays = {}
     for split in ("train", "test"):
-        images = read_idx(paths[f"{split}_images"], ndim=3)
-        labels = read_idx(paths[f"{split}_labels"], ndim=1)
+        images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
+        images, labels = _read_one(images_path, ndim=3), _read_one(labels_path, ndim=1)
+        for path, array, what in ((images_path, images, "images"), (labels_path, labels, "labels")):
+            if len(array) == 0:
+                raise IdxError(f"{path}: holds 0 {what}; replace it with the complete MNIST file")
         if images.shape[1:] != (28, 28):
-            raise IdxError(f"{paths[f'{split}_images']}: images are {images.shape[1:]}, expected (28, 28)")
+            raise IdxError(f"{images_path}: images are {images.shape[1:]}, expected (28, 28)")
         if len(images) != len(labels):
-            raise IdxError(
-                f"{paths[f'{split}_images']} has {len(images)} images but "
-                f"{paths[f'{split}_labels']} has {len(labels)} labels"
-            )
-        if len(labels) and labels.max() > 9:
-            raise IdxError(f"{paths[f'{split}_labels']}: label {labels.max()} outside 0-9")
+            raise IdxError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+        if labels.max() > 9:
+            raise IdxError(f"{labels_path}: label {labels.max()} outside 0-9")
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return arrays
+
+
+def _read_one(path: Path, ndim: int) -> np.ndarray:
+    """read_idx, and when both `x.gz` and `x` are there, a check that they hold the same data."""
+    array = read_idx(path, ndim=ndim)
+    plain = twin(path)
+    if plain is not None and not _holds(plain, array):
+        newer = max((path, plain), key=lambda p: p.stat().st_mtime_ns)
+        raise IdxError(
+            f"{path} and {plain} are both there but hold different data; remove the stale one "
+            f"({newer.name} is the newer)"
+        )
+    return array
+
+
+def _holds(path: Path, array: np.ndarray) -> bool:
+    """Whether the plain IDX file `path` holds exactly `array` (its size is compared first)."""
+    header = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    try:
+        if path.stat().st_size != len(header) + array.nbytes:
+            return False
+        raw = path.read_bytes()
+    except OSError as err:
+        raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__})") from err
+    data = np.frombuffer(raw, dtype=np.uint8, offset=len(header))
+    return raw[: len(header)] == header and np.array_equal(data, array.ravel())
