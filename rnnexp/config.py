@@ -241,6 +241,34 @@ def describe(err: BaseException) -> str:
     return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
 
 
+def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
+    """One line for Hydra's plain ValueError on `group=null` (a config group takes an option name),
+    naming the supported form; None for any other error."""
+    if not (isinstance(err, ValueError) and str(err).startswith("Config group override must be a string")):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    parser = OverridesParser.create()
+    for arg in [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]:
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # not an override (e.g. the `job` of `--cfg job`)
+            continue
+        group, value = override.key_or_group, override.value()
+        chosen = value.list if isinstance(value, ChoiceSweep) else [value]  # `-m scheduler=null,cosine` too
+        if override.is_delete() or None not in chosen or not (CONF / group).is_dir():
+            continue
+        if "none" in options(group):
+            fix = f"for no {group} use {group}=none"
+        elif group in REQUIRED_GROUPS:
+            fix = f"choose one of {', '.join(options(group))}"
+        else:  # logger, callbacks, experiment: the run works without them
+            fix = f"to run without one, drop the group with ~{group}"
+        return f"{group}=null: a config group takes the name of one of its options, not null; {fix}"
+    return f"{err}: a config group takes the name of one of its options, not null"
+
+
 def swept(task_overrides, argv: list[str] | None = None) -> str:
     """A sweep job's folder name: its values for the keys the command line sweeps over.
 

@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.config import ConfigError, check, describe, swept
+from rnnexp.config import ConfigError, check, describe, null_group, swept
 from rnnexp.record import RunRecord
 
 log = logging.getLogger("rnnexp")
@@ -141,6 +141,10 @@ def main() -> None:
         train()
     except (HydraException, OmegaConfBaseException) as err:
         raise SystemExit(f"error: {describe(err)}") from None
+    except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
+        if (line := null_group(err)) is None:
+            raise
+        raise SystemExit(f"error: {line}") from None
     except FloatingPointError as err:  # a diverged run: its record and checkpoints are kept
         raise SystemExit(f"error: {err}") from None
 

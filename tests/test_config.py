@@ -2,6 +2,7 @@
 rejected before anything trains, in one line that names the key."""
 
 import inspect
+import re
 from types import SimpleNamespace
 from typing import get_args
 
@@ -14,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
-from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check
+from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check, null_group
 from rnnexp.data.datamodule import MnistSequenceDataModule
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
@@ -117,6 +118,8 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
         (["test=maybe"], "test=maybe: must be true or false"),
         (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of transformer-engine"),
         (["+model.foo=1"], "model.foo: not a setting of model (SequenceClassifier); the settings are: cell,"),
+        (["scheduler=null"], "scheduler=null: a config group takes the name of one of its options, not null; "),
+        (["logger=null"], "logger=null: a config group takes the name of one of its options, not null; "),
         (["-m", "trainer.devices=2"], "trainer.devices=2: multi-device training would relaunch the whole sweep"),
     ],
 )
@@ -268,3 +271,26 @@ def test_every_boolean_key_in_conf_is_checked():
     assert keys >= {"test", "data.download", "model.bidirectional"}
     for key in keys:
         assert key in RULES and not RULES[key][0]("maybe") and not RULES[key][0](1), key
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["scheduler=null"],
+            "scheduler=null: a config group takes the name of one of its options, not null; "
+            "for no scheduler use scheduler=none",
+        ),
+        (["model.layers=2", "logger=null"], "logger=null: .*; to run without one, drop the group with ~logger"),
+        (["callbacks=null"], "callbacks=null: .*; to run without one, drop the group with ~callbacks"),
+        (["model=null"], "model=null: .*; choose one of gru, lstm, rnn"),
+        (["-m", "scheduler=null,cosine"], "scheduler=null: .*; for no scheduler use scheduler=none"),
+        (["--cfg", "job", "optimizer=null"], "optimizer=null: .*; choose one of adam, rmsprop, sgd"),
+    ],
+)
+def test_group_set_to_null_is_answered_with_the_supported_form(argv, message):
+    err = ValueError("Config group override must be a string or a list. Got NoneType")  # Hydra's
+    line = null_group(err, argv)
+    assert line is not None and "\n" not in line
+    assert re.fullmatch(message, line), line
+    assert null_group(ValueError("something else"), argv) is None
