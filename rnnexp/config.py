@@ -57,6 +57,16 @@ SETTINGS = {
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
+def env_or(name: str, default: str) -> str:
+    """`${env_or:VAR,default}`: the variable, or the default where it is unset or empty. (`oc.env`
+    gives "" for `VAR=`, and an empty RNNEXP_OUTPUT_DIR put the run folders at the filesystem root.)"""
+    return os.environ.get(name) or default
+
+
+# Registered on import: Hydra resolves hydra.run.dir, which uses it, before the task runs.
+OmegaConf.register_new_resolver("env_or", env_or, replace=True)
+
+
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and what is allowed."""
 

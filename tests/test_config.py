@@ -2,14 +2,19 @@
 rejected before anything trains, in one line that names the key."""
 
 import inspect
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import get_args
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF, run_train
+from conftest import CONF, ROOT, TINY, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -294,3 +299,34 @@ def test_group_set_to_null_is_answered_with_the_supported_form(argv, message):
     assert line is not None and "\n" not in line
     assert re.fullmatch(message, line), line
     assert null_group(ValueError("something else"), argv) is None
+
+
+def test_empty_environment_variables_mean_their_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNEXP_OUTPUT_DIR", "")
+    monkeypatch.setenv("RNNEXP_DATA_DIR", "")
+    cfg = composed(tmp_path)
+    assert cfg.paths.output_dir == "outputs" and cfg.data.root == "data"
+    monkeypatch.setenv("RNNEXP_OUTPUT_DIR", str(tmp_path / "elsewhere"))
+    assert composed(tmp_path).paths.output_dir == str(tmp_path / "elsewhere")
+
+
+def test_empty_output_dir_variable_puts_the_run_in_the_working_folder(tmp_path, tiny_mnist):
+    work = tmp_path / "work"
+    work.mkdir()
+    root_runs = Path("/runs").exists()
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": "", "PYTHONPATH": pythonpath}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnexp.train", *TINY, "trainer.max_steps=2", "scheduler=none"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in work.iterdir()] == ["outputs"]  # everything the run wrote is in outputs/
+    (run,) = (work / "outputs" / "runs").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert Path("/runs").exists() == root_runs
