@@ -5,32 +5,92 @@ This module imports neither torch nor Lightning, so a bad override is answered i
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp.errors import ConfigError
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
 
 # Mirrors of names defined next to the code that uses them (tests keep the two in step); kept here
 # so that checking a config does not import torch.
 CELLS = ("rnn", "lstm", "gru")
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
 VIEWS = ("rows", "columns")
+# Lightning 2.6's `Trainer(precision=...)` values (lightning_fabric's _PRECISION_INPUT).
+PRECISIONS = (
+    "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+    "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16,
+)  # fmt: skip
+# pytorch_lightning.Trainer's arguments that take true or false (deterministic also takes "warn").
+TRAINER_FLAGS = (
+    "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "benchmark", "inference_mode",
+    "detect_anomaly", "barebones", "sync_batchnorm", "use_distributed_sampler", "enable_autolog_hparams",
+)  # fmt: skip
+# What a run logs, so what it can return to a sweeper (test/* only when it tests).
+METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "test/acc", "test/loss")
+# The keyword arguments each config group's class takes from its config, by `_target_`; what
+# rnnexp passes itself is left out (the model's input_size and num_classes, the optimizer's params).
+SETTINGS = {
+    "rnnexp.data.datamodule.MnistSequenceDataModule": (
+        "root", "batch_size", "eval_batch_size", "val_size", "view", "download",
+    ),
+    "rnnexp.models.classifier.SequenceClassifier": (
+        "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
+        "input_projection", "init", "readout_init", "projection_init",
+    ),
+    "torch.optim.Adam": (
+        "lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
+        "fused", "decoupled_weight_decay",
+    ),
+    "torch.optim.SGD": (
+        "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable", "fused",
+    ),
+    "torch.optim.RMSprop": (
+        "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
+        "differentiable",
+    ),
+}  # fmt: skip
+REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
-def _integer(low: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low, f"an integer >= {low}"
+def env_or(name: str, default: str) -> str:
+    """`${env_or:VAR,default}`: the variable, or the default where it is unset or empty. (`oc.env`
+    gives "" for `VAR=`, and an empty RNNEXP_OUTPUT_DIR put the run folders at the filesystem root.)"""
+    return os.environ.get(name) or default
 
 
-def _number(low: float, high: float | None = None, low_open: bool = False):
+# Registered on import: Hydra resolves hydra.run.dir, which uses it, before the task runs.
+OmegaConf.register_new_resolver("env_or", env_or, replace=True)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _integer(low: int, high: int | None = None):
+    bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
+    return lambda v: _is_int(v) and v >= low and (high is None or v <= high), f"an integer {bound}"
+
+
+def _number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = True):
+    """A finite int or float within the bounds: inf and nan never make a setting work."""
+
     def ok(v):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             return False
-        return (v > low if low_open else v >= low) and (high is None or v < high)
+        above = low is None or (v > low if low_open else v >= low)
+        return above and (high is None or (v < high if high_open else v <= high))
 
-    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-    return ok, f"a number {bound}"
+    bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+    bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
+    kind = "a number" if low is not None and high is not None else "a finite number"
+    return ok, " ".join([kind, " and ".join(bounds)]).strip()
 
 
 def _one_of(*choices):
@@ -42,31 +102,65 @@ def _optional(rule):
     return lambda v: v is None or ok(v), f"null or {allowed}"
 
 
+_EPOCHS_OR_STEPS = (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
+
+
+def _betas(v) -> bool:
+    unit = _number(0, 1)[0]
+    return isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 and all(unit(b) for b in v)
+
+
 _BOOL = (lambda v: isinstance(v, bool), "true or false")
+_OPTIONAL_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or null")
 
 RULES = {
-    "seed": _integer(0),
+    "seed": _integer(0, 2**32 - 1),  # Lightning's seed_everything takes numpy's uint32 range
     "grad_clip": _optional(_number(0, low_open=True)),
+    "test": _BOOL,
+    "optimized_metric": _one_of(*METRICS),
+    "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
     "data.batch_size": _integer(1),
     "data.eval_batch_size": _integer(1),
     "data.val_size": _integer(1),
     "data.view": _one_of(*VIEWS),
+    "data.download": _BOOL,
     "model.cell": _one_of(*CELLS),
     "model.hidden_size": _integer(1),
     "model.layers": _integer(1),
     "model.bidirectional": _BOOL,
     "model.dropout": _number(0, 1),
     "model.nonlinearity": _one_of("tanh", "relu"),
-    "model.forget_bias": _number(float("-inf")),
+    "model.forget_bias": _number(),
     "model.input_projection": _optional(_integer(1)),
     "model.init": _one_of(*INITIALIZERS),
     "model.readout_init": _one_of(*INITIALIZERS),
     "model.projection_init": _one_of(*INITIALIZERS),
     "optimizer.lr": _number(0, low_open=True),
     "optimizer.weight_decay": _number(0),
-    "trainer.max_epochs": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
-    "trainer.max_steps": (lambda v: isinstance(v, int) and (v >= 1 or v == -1), "an integer >= 1, or -1"),
+    "optimizer.momentum": _number(0),
+    "optimizer.dampening": _number(0, 1, high_open=False),
+    "optimizer.alpha": _number(0, 1),  # RMSprop's smoothing: 1 would never update the square average
+    "optimizer.eps": _number(0, low_open=True),
+    "optimizer.betas": (_betas, "two numbers >= 0 and < 1, e.g. [0.9,0.999]"),
+    **{f"optimizer.{k}": _BOOL for k in ("amsgrad", "nesterov", "centered", "maximize", "capturable")},
+    **{f"optimizer.{k}": _BOOL for k in ("differentiable", "decoupled_weight_decay")},
+    "optimizer.foreach": _OPTIONAL_BOOL,
+    "optimizer.fused": _OPTIONAL_BOOL,
+    "scheduler.max_lr": _number(0, low_open=True),
+    "scheduler.pct_start": _number(0, 1, low_open=True),
+    "scheduler.eta_min": _number(0),
+    "trainer.max_epochs": _EPOCHS_OR_STEPS,
+    "trainer.max_steps": _EPOCHS_OR_STEPS,
     "trainer.log_every_n_steps": _integer(1),
+    "trainer.precision": (
+        lambda v: (isinstance(v, str) or _is_int(v)) and v in PRECISIONS,
+        f"one of {', '.join(dict.fromkeys(map(str, PRECISIONS)))}",
+    ),
+    "trainer.deterministic": (lambda v: v is None or isinstance(v, bool) or v == "warn", "true, false, warn or null"),
+    **{f"trainer.{k}": _OPTIONAL_BOOL for k in TRAINER_FLAGS},
+    "logger.default_hp_metric": _BOOL,
+    "callbacks.checkpoint.auto_insert_metric_name": _BOOL,
+    "callbacks.last.enable_version_counter": _BOOL,
 }
 
 
@@ -74,12 +168,55 @@ def _show(value) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def options(group: str) -> list[str]:
+    """A config group's options: the files in conf/<group>/."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
 def check(cfg: DictConfig, multirun: bool = False) -> None:
     """Raise ConfigError for the first value that cannot work."""
+    for group in REQUIRED_GROUPS:
+        if not cfg.get(group):
+            raise ConfigError(f"{group}: none chosen; choose one of {', '.join(options(group))} ({group}=<option>)")
+    for group in ("data", "model", "optimizer"):
+        target = cfg[group].get("_target_")
+        allowed = SETTINGS.get(target, ())
+        for key in cfg[group] if allowed else ():
+            if not key.startswith("_") and key not in allowed:
+                raise ConfigError(
+                    f"{group}.{key}: not a setting of {group} ({target.rpartition('.')[2]}); "
+                    f"the settings are: {', '.join(allowed)}"
+                )
     for key, (ok, allowed) in RULES.items():
         value = OmegaConf.select(cfg, key, default="<absent>")
-        if value != "<absent>" and not ok(value):
+        if not (isinstance(value, str) and value == "<absent>") and not ok(value):
             raise ConfigError(f"{key}={_show(value)}: must be {allowed}")
+    if cfg.optimized_metric.startswith("test/") and not cfg.test:
+        raise ConfigError(
+            f"optimized_metric={cfg.optimized_metric}: a run with test=false has no test metrics; "
+            f"set test=true or choose one of {', '.join(m for m in METRICS if not m.startswith('test/'))}"
+        )
+    trainer = cfg.trainer
+    if cfg.get("scheduler") and trainer.get("max_epochs") == -1 and trainer.get("max_steps") == -1:
+        raise ConfigError(
+            "trainer.max_epochs=-1: with trainer.max_steps=-1 too the run has no set length, which a learning-rate "
+            "schedule needs; set trainer.max_epochs or trainer.max_steps, or scheduler=none"
+        )
+    if trainer.get("gradient_clip_val") not in (None, 0):
+        raise ConfigError(
+            f"trainer.gradient_clip_val={_show(trainer.gradient_clip_val)}: Lightning's clipping does not work with "
+            f"rnnexp's manual optimization; use grad_clip={_show(trainer.gradient_clip_val)} (max global gradient norm)"
+        )
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={_show(trainer.accumulate_grad_batches)}: gradient accumulation is not "
+            "supported (rnnexp optimizes by hand, one step per batch); use a larger data.batch_size instead"
+        )
+    optimizer = cfg.optimizer
+    if optimizer.get("nesterov") and (not optimizer.get("momentum") or optimizer.get("dampening", 0) != 0):
+        raise ConfigError(
+            "optimizer.nesterov=true: Nesterov momentum needs optimizer.momentum > 0 and optimizer.dampening=0"
+        )
     model = cfg.model
     if model.cell != "rnn" and model.nonlinearity != "tanh":
         raise ConfigError(
@@ -112,6 +249,34 @@ def describe(err: BaseException) -> str:
     return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
 
 
+def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
+    """One line for Hydra's plain ValueError on `group=null` (a config group takes an option name),
+    naming the supported form; None for any other error."""
+    if not (isinstance(err, ValueError) and str(err).startswith("Config group override must be a string")):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    parser = OverridesParser.create()
+    for arg in [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]:
+        try:
+            (override,) = parser.parse_overrides([arg])
+        except Exception:  # not an override (e.g. the `job` of `--cfg job`)
+            continue
+        group, value = override.key_or_group, override.value()
+        chosen = value.list if isinstance(value, ChoiceSweep) else [value]  # `-m scheduler=null,cosine` too
+        if override.is_delete() or None not in chosen or not (CONF / group).is_dir():
+            continue
+        if "none" in options(group):
+            fix = f"for no {group} use {group}=none"
+        elif group in REQUIRED_GROUPS:
+            fix = f"choose one of {', '.join(options(group))}"
+        else:  # logger, callbacks, experiment: the run works without them
+            fix = f"to run without one, drop the group with ~{group}"
+        return f"{group}=null: a config group takes the name of one of its options, not null; {fix}"
+    return f"{err}: a config group takes the name of one of its options, not null"
+
+
 def swept(task_overrides, argv: list[str] | None = None) -> str:
     """A sweep job's folder name: its values for the keys the command line sweeps over.
 
@@ -131,9 +296,6 @@ def swept(task_overrides, argv: list[str] | None = None) -> str:
     return ",".join(chosen).replace(os.sep, "_") or "defaults"
 
 
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-
-
 def check_sweep(argv: list[str], config_name: str = "train") -> None:
     """Compose and check every job of a grid sweep before the first one starts: the bad ones are
     listed together in one ConfigError, and nothing trains."""
@@ -145,7 +307,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
-    with initialize_config_dir(CONF, version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         jobs = BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
         bad = []

@@ -43,7 +43,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.config import check, check_sweep, describe
+from rnnexp.config import check, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
 from rnnexp.record import CONFIG, RunRecord, process_alive
 
@@ -339,6 +339,10 @@ def main(app: Callable[[], object]) -> None:
         _exit(f"error: {err}", 1)
     except (HydraException, OmegaConfBaseException) as err:
         _exit(f"error: {describe(err)}", 1)
+    except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
+        if (line := null_group(err)) is None:
+            raise
+        _exit(f"error: {line}", 1)
     except OSError as err:
         if err.filename is None or getattr(err, "recorded_by_rnnexp", False):
             raise

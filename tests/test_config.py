@@ -1,16 +1,26 @@
 """Every config group option composes, passes the checks and builds its object; bad overrides are
 rejected before anything trains, in one line that names the key."""
 
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF, run_train
+from conftest import CONF, ROOT, TINY, run_train
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
+from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
-from rnnexp.config import check
+from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check, null_group
 from rnnexp.data.datamodule import MnistSequenceDataModule
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
@@ -107,8 +117,14 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
         (["model=lstm", "model.nonlinearity=relu"], "model.nonlinearity=relu: only model.cell=rnn"),
         (["model=gru", "model.forget_bias=1.0"], "model.forget_bias=1.0: only model.cell=lstm"),
         (["model.hidden=3"], "Could not override 'model.hidden'"),
-        (["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
+        (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number > 0"),
+        (["optimizer.lr=inf"], "optimizer.lr=inf: must be a finite number > 0"),
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
+        (["test=maybe"], "test=maybe: must be true or false"),
+        (["trainer.precision=bogus"], "trainer.precision=bogus: must be one of transformer-engine"),
+        (["+model.foo=1"], "model.foo: not a setting of model (SequenceClassifier); the settings are: cell,"),
+        (["scheduler=null"], "scheduler=null: a config group takes the name of one of its options, not null; "),
+        (["logger=null"], "logger=null: a config group takes the name of one of its options, not null; "),
         (["-m", "trainer.devices=2"], "trainer.devices=2: multi-device training would relaunch the whole sweep"),
     ],
 )
@@ -118,3 +134,199 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not list(tmp_path.rglob("metrics.json")) and not list(tmp_path.rglob("events.out.*"))
+
+
+# Values that passed the checks and then failed in torch or Lightning, or silently did something else.
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # numbers: finite, in range
+        (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
+        (["optimizer.weight_decay=inf"], "optimizer.weight_decay=inf: must be a finite number >= 0"),
+        (["grad_clip=inf"], "grad_clip=inf: must be null or a finite number > 0"),
+        (["model.dropout=nan"], "model.dropout=nan: must be a number >= 0 and < 1"),
+        (["model.forget_bias=-inf"], "model.forget_bias=-inf: must be a finite number"),
+        (["scheduler.pct_start=nan"], "scheduler.pct_start=nan: must be a number > 0 and < 1"),
+        (["scheduler=cosine", "scheduler.eta_min=inf"], "scheduler.eta_min=inf: must be a finite number >= 0"),
+        # booleans
+        (["data.download=maybe"], "data.download=maybe: must be true or false"),
+        (["model.bidirectional=1"], "model.bidirectional=1: must be true or false"),
+        (["trainer.deterministic=maybe"], "trainer.deterministic=maybe: must be true, false, warn or null"),
+        (["trainer.enable_model_summary=maybe"], "trainer.enable_model_summary=maybe: must be true, false or null"),
+        (["+trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar=maybe: must be true, false or null"),
+        (["logger.default_hp_metric=maybe"], "logger.default_hp_metric=maybe: must be true or false"),
+        (["callbacks.last.enable_version_counter=maybe"], "callbacks.last.enable_version_counter=maybe: must be"),
+        # optimizers
+        (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a finite number >= 0"),
+        (["optimizer=sgd", "+optimizer.dampening=2"], "optimizer.dampening=2: must be a number >= 0 and <= 1"),
+        (
+            ["optimizer=sgd", "+optimizer.nesterov=true", "optimizer.momentum=0"],
+            "optimizer.nesterov=true: Nesterov momentum needs optimizer.momentum > 0 and optimizer.dampening=0",
+        ),
+        (["optimizer=rmsprop", "+optimizer.alpha=1.0"], "optimizer.alpha=1.0: must be a number >= 0 and < 1"),
+        (["optimizer=rmsprop", "+optimizer.centered=maybe"], "optimizer.centered=maybe: must be true or false"),
+        (["experiment=simple_rnn_relu", "optimizer.eps=0"], "optimizer.eps=0: must be a finite number > 0"),
+        (["experiment=simple_rnn_relu", "optimizer.eps=inf"], "optimizer.eps=inf: must be a finite number > 0"),
+        (["+optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0]: must be two numbers >= 0 and < 1"),
+        (["+optimizer.amsgrad=maybe"], "optimizer.amsgrad=maybe: must be true or false"),
+        # seed_everything's range
+        (["seed=99999999999"], "seed=99999999999: must be an integer >= 0 and <= 4294967295"),
+        (["seed=-1"], "seed=-1: must be an integer >= 0 and <= 4294967295"),
+        (["seed=true"], "seed=true: must be an integer"),
+        # Lightning's precisions
+        (["trainer.precision=32.0"], "trainer.precision=32.0: must be one of"),
+        (["trainer.precision=true"], "trainer.precision=true: must be one of"),
+        # a schedule needs a run of known length
+        (["trainer.max_epochs=-1"], "trainer.max_epochs=-1: with trainer.max_steps=-1 too the run has no set length"),
+        (["scheduler=cosine", "trainer.max_epochs=-1"], "set trainer.max_epochs or trainer.max_steps, or scheduler="),
+        (["trainer.max_epochs=true"], "trainer.max_epochs=true: must be an integer >= 1, or -1"),
+        # what a run returns to a sweeper
+        (["optimized_metric=foo"], "optimized_metric=foo: must be one of val/acc_best, val/acc, val/loss, train/loss"),
+        (
+            ["optimized_metric=test/acc", "test=false"],
+            "optimized_metric=test/acc: a run with test=false has no test metrics; set test=true or choose one of",
+        ),
+        # keys the object does not take
+        (["+model.num_classes=5"], "model.num_classes: not a setting of model (SequenceClassifier); the settings"),
+        (["+optimizer.foo=1"], "optimizer.foo: not a setting of optimizer (Adam); the settings are: lr, betas,"),
+        (["+optimizer.momentum=0.9"], "optimizer.momentum: not a setting of optimizer (Adam)"),
+        (["optimizer=sgd", "+optimizer.alpha=0.9"], "optimizer.alpha: not a setting of optimizer (SGD)"),
+        (["+data.foo=1"], "data.foo: not a setting of data (MnistSequenceDataModule); the settings are: root,"),
+        # what Lightning refuses under manual optimization
+        (["+trainer.gradient_clip_val=0.5"], "trainer.gradient_clip_val=0.5: Lightning's clipping does not work"),
+        (["+trainer.gradient_clip_val=0.5"], "use grad_clip=0.5"),
+        (
+            ["+trainer.accumulate_grad_batches=4"],
+            "trainer.accumulate_grad_batches=4: gradient accumulation is not supported",
+        ),
+        (["+trainer.accumulate_grad_batches=4"], "use a larger data.batch_size instead"),
+        # groups a run cannot do without
+        (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
+        (["~optimizer"], "optimizer: none chosen; choose one of adam, rmsprop, sgd"),
+        (["data.root=null"], "data.root=null: must be a folder"),
+    ],
+)
+def test_check_refuses_in_one_line(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        check(composed(tmp_path, *overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["trainer.precision=32"],
+        ["trainer.precision=64-true"],
+        ["trainer.deterministic=warn"],
+        ["seed=4294967295"],
+        ["scheduler=none", "trainer.max_epochs=-1"],  # no schedule: training until stopped is allowed
+        ["trainer.max_epochs=-1", "trainer.max_steps=100"],
+        ["optimized_metric=test/acc"],
+        ["optimized_metric=train/loss", "test=false"],
+        ["+trainer.gradient_clip_val=null", "+trainer.accumulate_grad_batches=1"],
+        ["optimizer=sgd", "+optimizer.nesterov=true"],
+        ["optimizer=rmsprop", "+optimizer.alpha=0.0", "+optimizer.centered=true"],
+        ["+optimizer.betas=[0.9,0.99]", "+optimizer.foreach=null"],
+        ["~scheduler", "~logger", "~callbacks", "~experiment"],  # what a `group=null` error suggests
+    ],
+)
+def test_check_accepts_what_works(tmp_path, overrides):
+    check(composed(tmp_path, *overrides))
+
+
+def test_precisions_are_lightnings():
+    lightning = [value for literal in get_args(_PRECISION_INPUT) for value in get_args(literal)]
+    assert sorted(map(repr, PRECISIONS)) == sorted(map(repr, lightning))  # repr: 32 and "32" both
+
+
+def test_trainer_flags_are_the_trainers_boolean_arguments():
+    parameters = inspect.signature(pl.Trainer).parameters.items()
+    assert set(TRAINER_FLAGS) == {n for n, p in parameters if p.annotation in (bool, bool | None)}
+
+
+def test_settings_are_the_constructors_arguments():
+    passed_by_rnnexp = {"self", "params", "input_size", "num_classes"}
+    for target, settings in SETTINGS.items():
+        arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed_by_rnnexp]
+        assert list(settings) == arguments, target
+    for group in ("data", "model", "optimizer"):  # every option's class is known, so its keys are checked
+        for option in options(group):
+            target = OmegaConf.load(CONF / group / f"{option}.yaml")._target_
+            assert target in SETTINGS, f"{group}={option}"
+            unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
+            assert not unchecked, f"{group}={option}: no rule for {unchecked}"
+
+
+def bool_keys(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if key.startswith("_") or key == "hydra":  # Hydra's own: _partial_, hydra.job.chdir
+            continue
+        if isinstance(value, bool):
+            yield f"{prefix}{key}"
+        elif isinstance(value, dict):
+            yield from bool_keys(value, f"{prefix}{key}.")
+
+
+def test_every_boolean_key_in_conf_is_checked():
+    files = [(CONF / "train.yaml", "")] + [
+        (p, "" if p.parent.name == "experiment" else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
+    ]
+    keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
+    assert keys >= {"test", "data.download", "model.bidirectional"}
+    for key in keys:
+        assert key in RULES and not RULES[key][0]("maybe") and not RULES[key][0](1), key
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["scheduler=null"],
+            "scheduler=null: a config group takes the name of one of its options, not null; "
+            "for no scheduler use scheduler=none",
+        ),
+        (["model.layers=2", "logger=null"], "logger=null: .*; to run without one, drop the group with ~logger"),
+        (["callbacks=null"], "callbacks=null: .*; to run without one, drop the group with ~callbacks"),
+        (["model=null"], "model=null: .*; choose one of gru, lstm, rnn"),
+        (["-m", "scheduler=null,cosine"], "scheduler=null: .*; for no scheduler use scheduler=none"),
+        (["--cfg", "job", "optimizer=null"], "optimizer=null: .*; choose one of adam, rmsprop, sgd"),
+    ],
+)
+def test_group_set_to_null_is_answered_with_the_supported_form(argv, message):
+    err = ValueError("Config group override must be a string or a list. Got NoneType")  # Hydra's
+    line = null_group(err, argv)
+    assert line is not None and "\n" not in line
+    assert re.fullmatch(message, line), line
+    assert null_group(ValueError("something else"), argv) is None
+
+
+def test_empty_environment_variables_mean_their_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNEXP_OUTPUT_DIR", "")
+    monkeypatch.setenv("RNNEXP_DATA_DIR", "")
+    cfg = composed(tmp_path)
+    assert cfg.paths.output_dir == "outputs" and cfg.data.root == "data"
+    monkeypatch.setenv("RNNEXP_OUTPUT_DIR", str(tmp_path / "elsewhere"))
+    assert composed(tmp_path).paths.output_dir == str(tmp_path / "elsewhere")
+
+
+def test_empty_output_dir_variable_puts_the_run_in_the_working_folder(tmp_path, tiny_mnist):
+    work = tmp_path / "work"
+    work.mkdir()
+    root_runs = Path("/runs").exists()
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": "", "PYTHONPATH": pythonpath}
+    env.pop("HYDRA_FULL_ERROR", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnexp.train", *TINY, "trainer.max_steps=2", "scheduler=none"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in work.iterdir()] == ["outputs"]  # everything the run wrote is in outputs/
+    (run,) = (work / "outputs" / "runs").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+    assert Path("/runs").exists() == root_runs
