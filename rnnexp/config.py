@@ -35,7 +35,8 @@ TRAINER_FLAGS = (
 # What a run logs, so what it can return to a sweeper (test/* only when it tests).
 METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "test/acc", "test/loss")
 # The keyword arguments each config group's class takes from its config, by `_target_`; what
-# rnnexp passes itself is left out (the model's input_size and num_classes, the optimizer's params).
+# rnnexp passes itself is left out (the model's input_size and num_classes, the optimizer's params,
+# the data's seed: the run's).
 SETTINGS = {
     "rnnexp.data.datamodule.MnistSequenceDataModule": (
         "root", "batch_size", "eval_batch_size", "val_size", "view", "download",
@@ -160,7 +161,10 @@ RULES = {
     **{f"trainer.{k}": _OPTIONAL_BOOL for k in TRAINER_FLAGS},
     "logger.default_hp_metric": _BOOL,
     "callbacks.checkpoint.auto_insert_metric_name": _BOOL,
-    "callbacks.last.enable_version_counter": _BOOL,
+    "callbacks.checkpoint.enable_version_counter": _BOOL,
+    "callbacks.last.every_n_steps": _optional(_integer(1)),
+    "callbacks.last.every_seconds": _optional(_number(0, low_open=True)),
+    "ckpt_path": _optional((lambda v: isinstance(v, str) and v != "", "a checkpoint file or a run folder")),
 }
 
 

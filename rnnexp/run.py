@@ -53,7 +53,15 @@ STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
 
 
 class RunFailed(Exception):
-    """A run ended in an expected failure; str() is the one line the console shows."""
+    """A job of a sweep ended in an expected failure; Hydra's launcher goes on with the next job."""
+
+
+class Failed(SystemExit):
+    """A single run ended in an expected failure: exit 1 with one `error:` line. (A SystemExit, so
+    that Hydra lets it through without adding a line of its own.)"""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -117,22 +125,14 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     """Run `task` for one job with its record, status, seeding, signals and failure policy; return
     the metric the sweeper optimizes (None when the run did not produce it)."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
-    run_dir = Path(cfg.paths.run_dir)
-    resume_from, purge_step = None, None
-    if cfg.get("resume"):
-        cfg, previous = continued(cfg, run_dir)
-        if previous.get("status") == "completed":
-            log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
-            return previous.get(cfg.optimized_metric)
-        resume_from, purge_step = resume_point(run_dir)
-    record = RunRecord(run_dir)
-    record.start(
-        experiment=HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None,
-        resumed_from=str(resume_from) if resume_from else None,
-    )
-    record.save_config(cfg)
-    job = Job(cfg, run_dir, record, resume_from, purge_step)
+    try:
+        check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
+        job = open_job(cfg)
+    except ExpectedError as err:
+        raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
+    if job is None:  # resuming a run that is complete
+        return RunRecord.read(cfg.paths.run_dir).get(cfg.optimized_metric)
+    cfg, run_dir, record = job.cfg, job.dir, job.record
     try:
         import pytorch_lightning as pl  # only once the config is known to be sound
 
@@ -161,10 +161,30 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         if multirun:
             log.error(f"error: {known} (traceback in {run_dir / 'train.log'})")
             raise RunFailed(f"{run_dir.name}: {known}") from err
-        raise RunFailed(str(known)) from err
+        raise Failed(str(known)) from None
     record.update(status="completed", **results)
     log.info(f"{summary(results)}; run folder {run_dir}")
     return results.get(cfg.optimized_metric)
+
+
+def open_job(cfg: DictConfig) -> Job | None:
+    """The job's folder and record, `running`; with `resume`, the run's own config and the
+    checkpoint to continue from (None when the run is already complete)."""
+    run_dir = Path(cfg.paths.run_dir)
+    resume_from, purge_step = None, None
+    if cfg.get("resume"):
+        cfg, previous = continued(cfg, run_dir)
+        if previous.get("status") == "completed":
+            log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
+            return None
+        resume_from, purge_step = resume_point(run_dir)
+    record = RunRecord(run_dir)
+    record.start(
+        experiment=HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None,
+        resumed_from=str(resume_from) if resume_from else None,
+    )
+    record.save_config(cfg)
+    return Job(cfg, run_dir, record, resume_from, purge_step)
 
 
 def _stop_exceptions() -> tuple[type[BaseException], ...]:

@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import get_args
 
 import pytest
@@ -64,7 +63,7 @@ def test_optimizer_and_scheduler_configs_run_the_whole_schedule(tmp_path, monkey
     cfg = composed(tmp_path, f"optimizer={optimizer}", f"scheduler={scheduler}")
     scheduler = instantiate(cfg.scheduler) if cfg.scheduler else None  # as rnnexp.train builds it
     module = ClassifierModule(SequenceClassifier(28, hidden_size=8), instantiate(cfg.optimizer), scheduler)
-    monkeypatch.setattr(ClassifierModule, "trainer", SimpleNamespace(estimated_stepping_batches=100))
+    monkeypatch.setattr(ClassifierModule, "run_length", lambda self: 100)
     setup = module.configure_optimizers()
     if scheduler is None:
         assert cfg.scheduler == {} and isinstance(setup, torch.optim.Optimizer)
@@ -84,7 +83,7 @@ def test_schedule_too_short_for_one_cycle_says_so(tmp_path, monkeypatch):
     module = ClassifierModule(
         SequenceClassifier(28, hidden_size=8), instantiate(cfg.optimizer), instantiate(cfg.scheduler)
     )
-    monkeypatch.setattr(ClassifierModule, "trainer", SimpleNamespace(estimated_stepping_batches=4))
+    monkeypatch.setattr(ClassifierModule, "run_length", lambda self: 4)
     with pytest.raises(ValueError, match="a run of 4 steps is too short for OneCycleLR: .* scheduler=none"):
         module.configure_optimizers()
 
@@ -155,7 +154,7 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["trainer.enable_model_summary=maybe"], "trainer.enable_model_summary=maybe: must be true, false or null"),
         (["+trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar=maybe: must be true, false or null"),
         (["logger.default_hp_metric=maybe"], "logger.default_hp_metric=maybe: must be true or false"),
-        (["callbacks.last.enable_version_counter=maybe"], "callbacks.last.enable_version_counter=maybe: must be"),
+        (["callbacks.checkpoint.enable_version_counter=maybe"], "callbacks.checkpoint.enable_version_counter=maybe: must be"),
         # optimizers
         (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a finite number >= 0"),
         (["optimizer=sgd", "+optimizer.dampening=2"], "optimizer.dampening=2: must be a number >= 0 and <= 1"),
@@ -246,7 +245,7 @@ def test_trainer_flags_are_the_trainers_boolean_arguments():
 
 
 def test_settings_are_the_constructors_arguments():
-    passed_by_rnnexp = {"self", "params", "input_size", "num_classes"}
+    passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed"}
     for target, settings in SETTINGS.items():
         arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed_by_rnnexp]
         assert list(settings) == arguments, target
