@@ -55,6 +55,8 @@ def train(cfg: DictConfig) -> float:
 
     import pytorch_lightning as pl  # only once the config is known to be sound
 
+    from rnnexp.tensorboard import hparams, log_hparams
+
     record = RunRecord(cfg.paths.run_dir)
     record.save_config(cfg)
     record.update(
@@ -96,9 +98,9 @@ def train(cfg: DictConfig) -> float:
         params=sum(p.numel() for p in module.model.parameters()),
         best_checkpoint=best,
     )
-    if trainer.logger:  # HParams tab: this run's settings beside its final metrics
-        metrics = {f"hparams/{k.replace('/', '_')}": v for k, v in results.items()}
-        trainer.logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
+    if trainer.logger:  # HParams tab: this run's settings; TensorBoard takes its scalars as the metrics
+        experiment = HydraConfig.get().runtime.choices.get("experiment")
+        log_hparams(trainer.logger, hparams(OmegaConf.to_container(cfg, resolve=True), experiment))
         trainer.logger.finalize("success")  # flush: written after test, nothing else would
     summary = ", ".join(f"{k}={results[k]:.4f}" for k in ("val/acc_best", "test/acc", "test/loss") if k in results)
     log.info(f"{summary}, train time {train_time:.1f} s; run folder {record.dir}")
@@ -126,12 +128,6 @@ def stop_on_interrupt(trainer):
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def settings(node: dict) -> dict:
-    """What distinguishes runs, for the HParams tab: no paths, no plumbing, no `_target_`s."""
-    drop = ("paths", "callbacks", "logger")
-    return {k: settings(v) if isinstance(v, dict) else v for k, v in node.items() if k not in drop and k[0] != "_"}
 
 
 def main() -> None:
