@@ -169,7 +169,7 @@ def compare(args, cell: str, hidden: int, batch: int) -> dict:
     }
 
 
-def header() -> str:
+def header(args) -> str:
     if args.device == "cuda":
         where = torch.cuda.get_device_name()
     else:
@@ -180,8 +180,9 @@ def header() -> str:
     return f"torch {torch.__version__}, {threads}, on {args.device}: {where}"
 
 
-def main() -> None:
-    print(header())
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(header(args))
     if not args.grid:
         parse, cached = prepare(config(args, args.cell, args.hidden, args.batch, tempfile.gettempdir()))
         print(f"data setup: {parse:.2f} s reading and validating the files, {cached:.2f} s for a sweep's next job")
@@ -204,17 +205,19 @@ def main() -> None:
               f"| {r['spread'][0]:.3f}-{r['spread'][1]:.3f} |", flush=True)  # fmt: skip
 
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
-parser.add_argument("--hidden", type=int, default=128)
-parser.add_argument("--layers", type=int, default=1)
-parser.add_argument("--batch", type=int, default=128)
-parser.add_argument("--repeats", type=int, default=7)
-parser.add_argument("--batches", type=int, help="time only this many batches per epoch (s/epoch is scaled up)")
-parser.add_argument("--grid", action="store_true", help="hidden 32/128/512 x batch 32/128/512, and GRU, RNN")
-parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-parser.add_argument("overrides", nargs="*", help="config overrides for both sides, e.g. data.root=PATH")
-args = parser.parse_args()
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cell", default="lstm", choices=["rnn", "lstm", "gru"])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batches", type=int, help="time only this many batches per epoch (s/epoch is scaled up)")
+    parser.add_argument("--grid", action="store_true", help="hidden 32/128/512 x batch 32/128/512, and GRU, RNN")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, e.g. data.root=PATH")
+    return parser.parse_args(argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -172,17 +172,16 @@ def open_job(cfg: DictConfig) -> Job | None:
     checkpoint to continue from (None when the run is already complete)."""
     run_dir = Path(cfg.paths.run_dir)
     resume_from, purge_step = None, None
+    experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
     if cfg.get("resume"):
         cfg, previous = continued(cfg, run_dir)
         if previous.get("status") == "completed":
             log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
             return None
         resume_from, purge_step = resume_point(run_dir)
+        experiment = previous.get("experiment", experiment)
     record = RunRecord(run_dir)
-    record.start(
-        experiment=HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None,
-        resumed_from=str(resume_from) if resume_from else None,
-    )
+    record.start(experiment=experiment, resumed_from=str(resume_from) if resume_from else None)
     record.save_config(cfg)
     return Job(cfg, run_dir, record, resume_from, purge_step)
 

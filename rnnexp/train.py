@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
 from rnnexp.config import swept
+from rnnexp.tensorboard import hparams, log_hparams
 
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
 
@@ -45,9 +46,9 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
         params=sum(p.numel() for p in module.model.parameters()),
         best_checkpoint=best,
     )
-    if trainer.logger:  # HParams tab: this run's settings beside its final metrics
-        metrics = {f"hparams/{k.replace('/', '_')}": v for k, v in results.items() if "/" in k}
-        trainer.logger.log_hyperparams(settings(OmegaConf.to_container(cfg, resolve=True)), metrics)
+    if trainer.logger:  # HParams tab: this run's settings; TensorBoard takes its scalars as the metrics
+        experiment = job.record.data.get("experiment")
+        log_hparams(trainer.logger, hparams(OmegaConf.to_container(cfg, resolve=True), experiment))
         trainer.logger.finalize("success")  # flush: written after test, nothing else would
     return results
 
@@ -73,12 +74,6 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     return datamodule, module, trainer
-
-
-def settings(node: dict) -> dict:
-    """What distinguishes runs, for the HParams tab: no paths, no plumbing, no `_target_`s."""
-    drop = ("paths", "callbacks", "logger")
-    return {k: settings(v) if isinstance(v, dict) else v for k, v in node.items() if k not in drop and k[0] != "_"}
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The speed benchmark runs both sides over the same batches (its timings are not asserted)."""
+"""The speed benchmark times both sides, one epoch each per repeat, over the same number of batches
+of the same training split (each side draws its own order; its timings are not asserted)."""
 
 import re
 import subprocess
@@ -9,7 +10,7 @@ from conftest import ROOT
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])  # both sides size the schedule alike
-def test_benchmark_alternates_both_sides_over_the_same_batches(tiny_mnist, scheduler):
+def test_benchmark_times_both_sides_each_repeat_over_as_many_batches(tiny_mnist, scheduler):
     cmd = [sys.executable, "benchmarks/train_speed.py", "--hidden", "8", "--batch", "32", "--batches", "8",
            "--repeats", "2", f"data.root={tiny_mnist}", "data.val_size=50", f"scheduler={scheduler}"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -154,7 +154,7 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["trainer.enable_model_summary=maybe"], "trainer.enable_model_summary=maybe: must be true, false or null"),
         (["+trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar=maybe: must be true, false or null"),
         (["logger.default_hp_metric=maybe"], "logger.default_hp_metric=maybe: must be true or false"),
-        (["callbacks.checkpoint.enable_version_counter=maybe"], "callbacks.checkpoint.enable_version_counter=maybe: must be"),
+        (["callbacks.checkpoint.enable_version_counter=maybe"], "enable_version_counter=maybe: must be"),
         # optimizers
         (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a finite number >= 0"),
         (["optimizer=sgd", "+optimizer.dampening=2"], "optimizer.dampening=2: must be a number >= 0 and <= 1"),

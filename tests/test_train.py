@@ -38,12 +38,12 @@ def test_single_run_trains_tests_and_leaves_a_complete_run_folder(tmp_path, tiny
     assert (run / "checkpoints" / metrics["best_checkpoint"].split("/")[-1]).exists()
 
     series = scalars(run)
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc", "train/lr", "hparams/test_acc"):
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr", "verdict/test_acc"):
         assert tag in series, sorted(series)
     assert [step for step, _ in series["train/loss"]][:3] == [1, 3, 5]  # every log_every_n_steps=2
     assert len(series["val/acc"]) == 6  # once per epoch
     assert "custom_scalars__config__" in EventAccumulator(str(run)).Reload().Tags()["tensors"]
-    assert series["hparams/test_acc"][-1][1] == metrics["test/acc"] and "test/acc=" in result.stdout
+    assert series["verdict/test_acc"] == [(metrics["steps"], metrics["test/acc"])] and "test/acc=" in result.stdout
 
 
 def test_multirun_puts_jobs_side_by_side_named_by_what_differs(tmp_path, tiny_mnist):

@@ -1,0 +1,55 @@
+"""Training progress on the console: a redrawn bar on a terminal, one plain line per epoch elsewhere.
+
+Where the output is not a terminal (CI, Slurm, a file), a redrawn bar leaves carriage returns and
+hundreds of partial lines in the log; there, one line per epoch says the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
+
+log = logging.getLogger("rnnexp")
+
+
+def progress_bar(refresh_rate: int = 20) -> ProgressBar:
+    """Lightning's TQDM bar, redrawn every `refresh_rate` steps, when standard output (where the bar
+    draws) is a terminal; otherwise EpochLines. Choosing here, once, keeps the per-step hooks of the
+    plain-output case Lightning's empty ones."""
+    return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else EpochLines()
+
+
+class EpochLines(ProgressBar):
+    """One log line at the end of each training epoch, after its validation: epoch, step, the train
+    and val metrics, seconds since training started. No per-step hooks; no carriage returns.
+
+    (A ProgressBar subclass, so that Lightning does not add its own bar beside it.)
+    """
+
+    METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self._start = time.perf_counter()
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        epoch = f"epoch {trainer.current_epoch + 1}" + (f"/{trainer.max_epochs}" if trainer.max_epochs > 0 else "")
+        step = f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")
+        metrics = trainer.callback_metrics
+        values = [f"{k} {float(metrics[k]):.4f}" for k in self.METRICS if k in metrics]
+        log.info(", ".join([epoch, step, *values, f"{time.perf_counter() - self._start:.1f} s"]))

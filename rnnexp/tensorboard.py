@@ -1,0 +1,91 @@
+"""What TensorBoard shows of a run: its settings in the HParams tab, and its Time Series cards.
+
+HParams tab (TensorBoard 2.21, the version installed here): the table puts every setting column
+before every metric column, whatever was written; the backend sorts the settings, those whose
+values differ between the runs in view first, then by name; the page ticks the first five settings
+and the first five metrics. So the order cannot be set from here, only helped: the settings written
+are the ones that describe the model and its training (no paths, no switches), and no experiment
+summary is written (the one `hp.hparams_config` writes, and Lightning's `log_hyperparams` when
+given metrics), because TensorBoard takes one run's experiment summary for all runs in view: that
+run's setting names only, none marked as differing, and only the metrics it names. Without it
+TensorBoard lists the settings of every run, those a sweep varies first, and takes every scalar of
+a run as a metric at its last value (for `val/acc_best`, the best).
+
+Time Series tab: cards are grouped by the first part of their tags, the groups sorted by name, and
+the first two groups open. Lightning adds an `epoch` scalar to every write, and the test metrics
+are single points: the logger below leaves `epoch` out and writes the test metrics under
+`verdict/`, so that the train and validation curves are the two groups that open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+
+def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | float | str]:
+    """The settings of a resolved config that describe the model and its training, as flat keys
+    (`model/cell`, `optimizer/lr`): every model setting, the data view and batch size, the
+    optimizer's class and its arguments, the schedule's class, precision, training length, gradient
+    clipping, seed and the experiment preset. A setting that is null is left out (TensorBoard
+    stores none; the cell stays empty)."""
+
+    def name(node: dict | None) -> str:
+        return node["_target_"].rsplit(".", 1)[-1] if node else "none"
+
+    def arguments(node: dict) -> dict:
+        return {k: v for k, v in node.items() if not k.startswith("_")}
+
+    trainer = cfg["trainer"]
+    settings = {
+        **{f"model/{k}": v for k, v in arguments(cfg["model"]).items()},
+        "data/view": cfg["data"]["view"],
+        "data/batch_size": cfg["data"]["batch_size"],
+        "optimizer/name": name(cfg["optimizer"]),
+        **{f"optimizer/{k}": v for k, v in arguments(cfg["optimizer"]).items()},
+        "scheduler/name": name(cfg.get("scheduler")),
+        "trainer/precision": trainer.get("precision"),
+        "trainer/max_epochs": trainer.get("max_epochs"),
+        "trainer/max_steps": trainer.get("max_steps"),
+        "grad_clip": cfg.get("grad_clip"),
+        "seed": cfg.get("seed"),
+        "experiment": experiment,
+    }
+    return {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items() if v is not None}
+
+
+@rank_zero_only
+def log_hparams(logger: LightningTensorBoardLogger, settings: dict) -> None:
+    """Write a completed run's settings to its event file for the HParams tab (its session start
+    and end, status success), naming no metrics: TensorBoard takes the run's scalars as metrics."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
+
+    # trial_id "": no group name, so the table names the run by its folder and never merges two
+    # runs with equal settings into one row.
+    start = summary_v2.hparams_pb(settings, trial_id="")
+    end = Summary()
+    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
+    end.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
+    writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams writes
+    writer.add_summary(start)
+    writer.add_summary(end)
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write, and
+    with the test metrics under `verdict/` (`verdict/test_acc`), after the train and val curves."""
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        metrics = {tag(k): v for k, v in metrics.items() if k != "epoch"}
+        if metrics:
+            super().log_metrics(metrics, step)
+
+
+def tag(key: str) -> str:
+    """The TensorBoard tag of a logged metric: `test/acc` becomes `verdict/test_acc`, the rest stay."""
+    return "verdict/" + key.replace("/", "_") if key.startswith("test/") else key
