@@ -1,0 +1,176 @@
+"""Nothing lost: a killed, interrupted or preempted run continues exactly where it stopped, in its
+own folder, and ends as the same run uninterrupted would; a sweep continues job by job."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, TINY, run_train, scalars
+
+# Dropout and two layers, so that the RNG state matters; a checkpoint every 3 steps, mostly mid-epoch
+# (11 batches an epoch); logged every 2 steps, so a checkpoint often falls inside a logging interval.
+EXACT = [*TINY, "model.layers=2", "model.dropout=0.2", "trainer.max_epochs=25", "callbacks.last.every_n_steps=3"]
+
+
+def only(paths):
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
+
+
+def metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def start(tmp_path, data, *args) -> subprocess.Popen:
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    console = open(tmp_path / "console.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env, stdout=console,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def wait_for(pattern_root, pattern, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not list(pattern_root.glob(pattern)):
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_mnist):
+    """The run uninterrupted."""
+    out = tmp_path_factory.mktemp("reference")
+    result = run_train(*EXACT, data=tiny_mnist, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only((out / "runs").iterdir())
+
+
+def assert_same_run(run, reference):
+    ours, theirs = metrics(run), metrics(reference)
+    for key in ("test/acc", "test/loss", "val/acc_best", "val/acc", "val/loss", "steps", "epochs"):
+        assert ours[key] == theirs[key], key
+    ours, theirs = scalars(run), scalars(reference)  # as TensorBoard shows them
+    for tag in ("train/loss", "train/acc", "train/lr", "val/acc", "val/loss", "verdict/test_acc"):
+        steps = [step for step, _ in ours[tag]]
+        assert len(steps) == len(set(steps)), f"{tag}: a step logged twice"
+        assert ours[tag] == theirs[tag], tag  # every logged step, the same value
+
+
+def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference):
+    proc = start(tmp_path, tiny_mnist, *EXACT)
+    try:
+        wait_for(tmp_path, "runs/*/checkpoints/last.ckpt", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    run = only((tmp_path / "runs").iterdir())
+    assert metrics(run)["status"] == "running"  # killed: nothing could record it
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert 0 < saved < metrics(reference)["steps"]
+
+    result = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only((tmp_path / "runs").iterdir()) == run  # the same folder, the same TensorBoard run
+    record = metrics(run)
+    assert record["status"] == "completed" and record["attempts"] == 2
+    assert record["resumed_from"].endswith("last.ckpt")
+    assert_same_run(run, reference)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])  # what Slurm sends before a time limit or preemption
+def test_stop_signal_saves_the_step_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference, stop):
+    proc = start(tmp_path, tiny_mnist, *EXACT)
+    try:
+        wait_for(tmp_path, "runs/*/checkpoints/last.ckpt", proc)
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(timeout=60) == 128 + getattr(signal, stop)
+    finally:
+        proc.kill()
+    run = only((tmp_path / "runs").iterdir())
+    record = metrics(run)
+    assert record["status"] == "interrupted" and record["signal"] == stop
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == record["steps"]
+    console = (tmp_path / "console.log").read_text()
+    stopped = f"interrupted at step {record['steps']} ({stop}); continue with: python -m rnnexp.train resume={run}"
+    assert stopped in console
+    assert "Traceback" not in console
+
+    result = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(run, reference)
+
+
+def test_resuming_a_completed_run_changes_nothing(tmp_path, tiny_mnist, reference):
+    run = shutil.copytree(reference, tmp_path / "run")
+    before = (run / "metrics.json").read_text()
+    result = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{run} is complete (val/acc_best=" in result.stdout + result.stderr
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path, tiny_mnist, reference):
+    for seed in (42, 43):
+        assert run_train(*EXACT, f"seed={seed}", data=tiny_mnist, out=tmp_path / str(seed)).returncode == 0
+    assert_same_run(only((tmp_path / "42" / "runs").iterdir()), reference)
+    other = only((tmp_path / "43" / "runs").iterdir())
+    assert scalars(other)["train/loss"] != scalars(reference)["train/loss"]
+    environment = metrics(reference)["environment"]  # what makes a run reproducible besides its config
+    assert environment["torch"] == torch.__version__ and environment["threads"] == torch.get_num_threads()
+    assert environment["device"].startswith("cpu: ") and environment["precision"] == "32-true"
+    assert "git" in environment
+
+
+def test_a_killed_sweep_continues_job_by_job(tmp_path, tiny_mnist):
+    sweep_args = ["-m", *TINY, "model.hidden_size=8,16,12", "trainer.max_epochs=30", "callbacks.last.every_n_steps=3"]
+    proc = start(tmp_path, tiny_mnist, *sweep_args)
+    try:
+        wait_for(tmp_path, "multirun/*/1_*/checkpoints/last.ckpt", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    sweep = only((tmp_path / "multirun").iterdir())
+    jobs = ["0_model.hidden_size=8", "1_model.hidden_size=16", "2_model.hidden_size=12"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs[:2]
+    first = (sweep / jobs[0] / "metrics.json").read_text()
+    assert json.loads(first)["status"] == "completed" and metrics(sweep / jobs[1])["status"] == "running"
+
+    result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only((tmp_path / "multirun").iterdir()) == sweep
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs  # the same names, the last one new
+    assert (sweep / jobs[0] / "metrics.json").read_text() == first  # completed: skipped
+    assert [metrics(sweep / job)["attempts"] for job in jobs] == [1, 2, 1]
+    assert all(metrics(sweep / job)["status"] == "completed" for job in jobs)
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("resume={tmp}/nowhere", "resume={tmp}/nowhere: no such folder; give a folder under outputs/runs/"),
+        ("resume={tmp}", "resume={tmp}: neither a run (no config.yaml) nor a sweep (no multirun.yaml)"),
+    ],
+)
+def test_resume_of_something_that_is_not_a_run_is_one_line(tmp_path, tiny_mnist, argument, message):
+    result = run_train(argument.format(tmp=tmp_path), data=tiny_mnist, out=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message.format(tmp=tmp_path)}"), lines
+
+
+def test_resume_takes_no_other_overrides(tmp_path, tiny_mnist, reference):
+    result = run_train(f"resume={reference}", "trainer.max_epochs=50", data=tiny_mnist, out=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"error: resume={reference}: takes no other overrides (trainer.max_epochs=50); a run continues with the "
+        "config it was started with"
+    ]
