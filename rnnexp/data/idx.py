@@ -74,7 +74,9 @@ def _content(path: Path) -> bytes:
         data = path.read_bytes()
         return gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError, zlib.error, MemoryError, OverflowError) as err:  # BadGzipFile is an OSError
-        raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__})") from err
+        raise IdxError(
+            f"{path}: cannot read ({str(err) or type(err).__name__}); replace it with a complete copy"
+        ) from err
 
 
 def find(root: Path, name: str) -> Path | None:
