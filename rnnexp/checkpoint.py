@@ -177,3 +177,30 @@ def _select(config: dict, dotted: str):
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
+    """The trained model a checkpoint (or a run folder: its best checkpoint) holds, in eval mode on
+    the CPU, with the resolved config it was trained with and the file it came from."""
+    from hydra.utils import instantiate
+
+    from rnnexp.record import CONFIG
+
+    path = Path(path)
+    file = weights_file(path)
+    try:
+        checkpoint = load(file)
+    except CheckpointError as err:
+        raise CheckpointError(f"ckpt_path={path}: {str(err).removeprefix(str(file) + ': ')}") from err
+    config = checkpoint.get("config")
+    if config is None:  # written before checkpoints carried their config: its run folder has it
+        from omegaconf import OmegaConf
+
+        saved = file.parent.parent / CONFIG
+        if not saved.is_file():
+            raise CheckpointError(f"ckpt_path={path}: the checkpoint carries no config; give its run folder")
+        config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    datamodule = instantiate(config["data"], seed=config["seed"])
+    model = instantiate(config["model"], input_size=datamodule.input_size, num_classes=datamodule.num_classes)
+    load_weights(file, model, config)
+    return config, model.eval(), file

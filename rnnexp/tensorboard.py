@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -89,3 +90,40 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 def tag(key: str) -> str:
     """The TensorBoard tag of a logged metric: `test/acc` becomes `verdict/test_acc`, the rest stay."""
     return "verdict/" + key.replace("/", "_") if key.startswith("test/") else key
+
+
+class PredictionSamples(Callback):
+    """The first `count` validation images with the model's guesses, as a figure in TensorBoard
+    after each validation (`val/samples`, also in the Images tab). Only the validation end is
+    overridden: nothing runs per training step."""
+
+    def __init__(self, count: int = 16):
+        self.count = count
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        datamodule = trainer.datamodule
+        if trainer.sanity_checking or not isinstance(trainer.logger, LightningTensorBoardLogger) or not self.count:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import torch
+
+        images = datamodule.images("val")[: self.count]
+        labels = datamodule.splits["val"][1][: self.count]
+        with torch.no_grad():
+            guesses = pl_module.model(datamodule.sequences(images).to(pl_module.device)).argmax(-1).cpu()
+        columns = min(8, len(images))
+        rows = -(-len(images) // columns)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False, layout="constrained"
+        )
+        for k, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if k < len(images):
+                ax.imshow(images[k].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+                right = guesses[k] == labels[k].cpu()
+                ax.set_title(datamodule.classes[guesses[k]], fontsize=8, color="black" if right else "red")
+        # at the step the validation metrics of this epoch are logged at (batches stepped before its last)
+        trainer.logger.experiment.add_figure("val/samples", fig, global_step=trainer.global_step - 1)

@@ -1,0 +1,182 @@
+"""Evaluate a trained run on a test set: overall and per-class accuracy, a confusion matrix and the
+most confidently misclassified images.
+
+    python -m rnnexp.evaluate ckpt_path=outputs/runs/<date_time>            # the run's best checkpoint
+    python -m rnnexp.evaluate ckpt_path=<run>/checkpoints/last.ckpt
+    python -m rnnexp.evaluate ckpt_path=<run> data=fashion_mnist            # another data set, same shape
+    python -m rnnexp.evaluate ckpt_path=<run> data.root=/other/mnist/copy
+
+The model and its data come from the config the run was trained with (its checkpoint carries it):
+no overrides to repeat. `data=<option>` takes another data set from conf/data/ and keeps the run's
+view of it (rows, pixels, its permutation, ...); `data.<key>=<value>` changes one data setting.
+Writes evaluation.json, confusion_matrix.png and misclassified.png into <run>/evaluation/ (or
+evaluation-<data set>/), and adds the two figures to the run's TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from rnnexp import run
+from rnnexp.config import CONF, options
+from rnnexp.errors import ConfigError
+
+USAGE = "python -m rnnexp.evaluate ckpt_path=<checkpoint or run folder> [data=<option>] [data.<key>=<value>]"
+KEPT = ("view", "permutation_seed")  # the run's way of reading the data, kept when data= changes the set
+
+
+def arguments(argv: list[str]) -> tuple[str, str | None, dict]:
+    """ckpt_path, the data option (or None) and data key overrides, from key=value arguments."""
+    given = dict(a.split("=", 1) if "=" in a else (a, None) for a in argv)
+    if "ckpt_path" not in given or not given["ckpt_path"]:
+        raise ConfigError(f"ckpt_path: missing; usage: {USAGE}")
+    data = given.pop("data", None)
+    if data is not None and data not in options("data"):
+        raise ConfigError(f"data={data}: no such option; choose one of {', '.join(options('data'))}")
+    keys = {k.removeprefix("data."): v for k, v in given.items() if k.startswith("data.")}
+    unknown = [k for k in given if k != "ckpt_path" and not k.startswith("data.")]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a setting of rnnexp.evaluate; usage: {USAGE}")
+    return given["ckpt_path"], data, keys
+
+
+def data_config(trained: dict, option: str | None, keys: dict) -> dict:
+    """The run's data config, or another option's with the run's view, with `keys` set."""
+    data = dict(trained["data"])
+    if option is not None:
+        other = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{option}.yaml"), resolve=False)
+        data = {**other, **{k: data[k] for k in KEPT if k in data}}
+    for key, value in keys.items():
+        if key not in data:
+            raise ConfigError(f"data.{key}: not a data setting; the settings are: {', '.join(data)}")
+        data[key] = OmegaConf.from_dotlist([f"v={value}"]).v  # typed as on the command line
+    resolved = OmegaConf.create({"data": data})
+    return OmegaConf.to_container(resolved, resolve=True)["data"]
+
+
+def evaluate(argv: list[str]) -> dict:
+    import torch
+
+    from rnnexp.checkpoint import restore
+    from rnnexp.config import check
+    from rnnexp.record import write_atomic
+
+    path, option, keys = arguments(argv)
+    trained, model, file = restore(path)
+    config = {**trained, "data": data_config(trained, option, keys)}
+    check(OmegaConf.create(config))
+    datamodule = datamodule_for(config)
+    x, y = datamodule.splits["test"]
+    with torch.no_grad():
+        logits = torch.cat([model(xb) for xb, _ in datamodule.test_dataloader()])
+    probs = logits.softmax(-1)
+    confidence, predicted = probs.max(-1)
+    n = len(datamodule.classes)
+    confusion = torch.bincount(y * n + predicted, minlength=n * n).view(n, n)
+    per_class = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
+    accuracy = (predicted == y).float().mean().item()
+
+    run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    out = run_dir / ("evaluation" if option is None else f"evaluation-{option}")
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "checkpoint": str(file),
+        "data": config["data"],
+        "test_images": len(y),
+        "test/acc": accuracy,
+        "per_class": dict(zip(datamodule.classes, per_class)),
+        "confusion_matrix": confusion.tolist(),
+    }
+    write_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+    wrong = (predicted != y).nonzero().squeeze(1)
+    worst = wrong[confidence[wrong].argsort(descending=True)][:25]
+    figures = {
+        "confusion_matrix": confusion_figure(confusion, datamodule.classes, accuracy),
+        "misclassified": misclassified_figure(datamodule.images("test")[worst], y[worst], predicted[worst],
+                                              confidence[worst], datamodule.classes),
+    }  # fmt: skip
+    save_figures(figures, out, run_dir, option)
+
+    print(f"{file}\ntest accuracy {accuracy:.4f} on {len(y)} test images in {config['data']['root']}")
+    width = max(len(c) for c in datamodule.classes)
+    for name, acc, count in zip(datamodule.classes, per_class, confusion.sum(1).tolist()):
+        print(f"  {name:<{width}}  {acc:.4f}  ({count} images)")
+    print(f"wrote {out / 'evaluation.json'}, {out / 'confusion_matrix.png'}, {out / 'misclassified.png'}")
+    return result
+
+
+def datamodule_for(config: dict):
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(config["data"], seed=config["seed"])
+    datamodule.setup()
+    return datamodule
+
+
+def confusion_figure(confusion, classes: list[str], accuracy: float):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n), layout="constrained")
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    top = confusion.max().item()
+    for (i, j), count in zip([(i, j) for i in range(n) for j in range(n)], confusion.flatten().tolist()):
+        if count:
+            ax.text(j, i, count, ha="center", va="center", fontsize=7, color="white" if count > top / 2 else "black")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=f"accuracy {accuracy:.4f}")
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    return fig
+
+
+def misclassified_figure(images, true, predicted, confidence, classes: list[str]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 5
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows), layout="constrained", squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k].numpy(), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(
+                f"true {classes[true[k]]}\npredicted {classes[predicted[k]]} ({confidence[k]:.2f})", fontsize=8
+            )
+    fig.suptitle("most confidently misclassified test images" if len(images) else "no test image misclassified")
+    return fig
+
+
+def save_figures(figures: dict, out: Path, run_dir: Path, option: str | None) -> None:
+    """PNGs in `out` (written beside and renamed), and the same figures in the run's TensorBoard."""
+    import os
+
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir))
+    suffix = "" if option is None else f"_{option}"
+    for name, fig in figures.items():
+        tmp = out / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out / f"{name}.png")
+        writer.add_figure(f"verdict/{name}{suffix}", fig)  # closes the figure
+    writer.close()
+    plt.close("all")
+
+
+def main() -> None:
+    run.main(lambda: evaluate(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
