@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp.errors import ConfigError
 
@@ -169,6 +170,8 @@ RULES = {
 
 
 def _show(value) -> str:
+    if isinstance(value, str) and (value == "" or not value.isprintable()):
+        return repr(value)  # '' and control characters such as a newline, visibly and on one line
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -192,7 +195,12 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
                     f"the settings are: {', '.join(allowed)}"
                 )
     for key, (ok, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default="<absent>")
+        try:
+            value = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=True)
+        except MissingMandatoryValue:  # `???`, which select would otherwise take for an absent key
+            raise ConfigError(f"{key}=???: no value given; set {key}=<value>, {allowed}") from None
+        except OmegaConfBaseException as err:  # an interpolation that does not resolve
+            raise ConfigError(f"{key}: {describe(err)}") from None
         if not (isinstance(value, str) and value == "<absent>") and not ok(value):
             raise ConfigError(f"{key}={_show(value)}: must be {allowed}")
     if cfg.optimized_metric.startswith("test/") and not cfg.test:
@@ -308,19 +316,22 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-        jobs = BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+        parsed = parser.parse_overrides(overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
         bad = []
         for num, job in enumerate(jobs):
+            # a job is named by its values of the swept keys, as its folder is; the rest is the same for all
+            name = " ".join([o for o in job if o.split("=", 1)[0].lstrip("+~") in keys] or job)
             try:
                 check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True)
             except ConfigError as err:
-                bad.append(f"job {num} ({' '.join(job)}): {err}")
+                bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {num} ({' '.join(job)}): {describe(err)}")
+                bad.append(f"job {num} ({name}): {describe(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")

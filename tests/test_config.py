@@ -203,6 +203,11 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, rmsprop, sgd"),
         (["data.root=null"], "data.root=null: must be a folder"),
+        (["data.root=''"], "data.root='': must be a folder"),
+        (["trainer.max_steps='\n'"], r"trainer.max_steps='\n': must be an integer >= 1, or -1"),
+        # OmegaConf's `???` (no value) and interpolations that do not resolve: named, not skipped or raised
+        (["seed=???"], "seed=???: no value given; set seed=<value>, an integer >= 0"),
+        (["model.hidden_size=${model.nope}"], "model.hidden_size: Interpolation key 'model.nope' not found"),
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
