@@ -144,6 +144,11 @@ def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRO
     provide the files.
     """
     root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():  # else: every file "missing", and downloads failing on it
+        raise IdxError(
+            f"{root} is a file, not a folder; point data.root (or the RNNEXP_DATA_DIR environment variable) "
+            "at the folder that holds the four MNIST files"
+        )
     paths, missing, failures = {}, [], []
     for key, (name, checksum) in FILES.items():
         path = find(root, name)
