@@ -57,6 +57,17 @@ SETTINGS = {
         "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
         "differentiable",
     ),
+    # Lightning 2.6's Trainer, less logger, callbacks and plugins (rnnexp passes those from their groups).
+    "pytorch_lightning.Trainer": (
+        "accelerator", "strategy", "devices", "num_nodes", "precision", "fast_dev_run", "max_epochs",
+        "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches",
+        "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
+        "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
+        "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val",
+        "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode", "use_distributed_sampler",
+        "profiler", "detect_anomaly", "barebones", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
+        "default_root_dir", "enable_autolog_hparams", "model_registry",
+    ),
 }  # fmt: skip
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
@@ -185,7 +196,7 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
     for group in REQUIRED_GROUPS:
         if not cfg.get(group):
             raise ConfigError(f"{group}: none chosen; choose one of {', '.join(options(group))} ({group}=<option>)")
-    for group in ("data", "model", "optimizer"):
+    for group in ("data", "model", "optimizer", "trainer"):
         target = cfg[group].get("_target_")
         allowed = SETTINGS.get(target, ())
         for key in cfg[group] if allowed else ():

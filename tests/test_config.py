@@ -191,6 +191,8 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["+optimizer.momentum=0.9"], "optimizer.momentum: not a setting of optimizer (Adam)"),
         (["optimizer=sgd", "+optimizer.alpha=0.9"], "optimizer.alpha: not a setting of optimizer (SGD)"),
         (["+data.foo=1"], "data.foo: not a setting of data (MnistSequenceDataModule); the settings are: root,"),
+        (["+trainer.foo=1"], "trainer.foo: not a setting of trainer (Trainer); the settings are: accelerator,"),
+        (["+trainer.logger=false"], "trainer.logger: not a setting of trainer (Trainer)"),  # the logger group's
         # what Lightning refuses under manual optimization
         (["+trainer.gradient_clip_val=0.5"], "trainer.gradient_clip_val=0.5: Lightning's clipping does not work"),
         (["+trainer.gradient_clip_val=0.5"], "use grad_clip=0.5"),
@@ -250,7 +252,7 @@ def test_trainer_flags_are_the_trainers_boolean_arguments():
 
 
 def test_settings_are_the_constructors_arguments():
-    passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed"}
+    passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed", "logger", "callbacks", "plugins"}
     for target, settings in SETTINGS.items():
         arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed_by_rnnexp]
         assert list(settings) == arguments, target
@@ -260,6 +262,7 @@ def test_settings_are_the_constructors_arguments():
             assert target in SETTINGS, f"{group}={option}"
             unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
+    assert OmegaConf.load(CONF / "trainer" / "cpu.yaml")._target_ in SETTINGS  # gpu and auto extend cpu
 
 
 def bool_keys(node: dict, prefix: str = ""):
