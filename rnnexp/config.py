@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp.errors import ConfigError
 
@@ -55,6 +56,17 @@ SETTINGS = {
     "torch.optim.RMSprop": (
         "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
         "differentiable",
+    ),
+    # Lightning 2.6's Trainer, less logger, callbacks and plugins (rnnexp passes those from their groups).
+    "pytorch_lightning.Trainer": (
+        "accelerator", "strategy", "devices", "num_nodes", "precision", "fast_dev_run", "max_epochs",
+        "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches",
+        "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
+        "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
+        "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val",
+        "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode", "use_distributed_sampler",
+        "profiler", "detect_anomaly", "barebones", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
+        "default_root_dir", "enable_autolog_hparams", "model_registry",
     ),
 }  # fmt: skip
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
@@ -169,6 +181,8 @@ RULES = {
 
 
 def _show(value) -> str:
+    if isinstance(value, str) and (value == "" or not value.isprintable()):
+        return repr(value)  # '' and control characters such as a newline, visibly and on one line
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -182,7 +196,7 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
     for group in REQUIRED_GROUPS:
         if not cfg.get(group):
             raise ConfigError(f"{group}: none chosen; choose one of {', '.join(options(group))} ({group}=<option>)")
-    for group in ("data", "model", "optimizer"):
+    for group in ("data", "model", "optimizer", "trainer"):
         target = cfg[group].get("_target_")
         allowed = SETTINGS.get(target, ())
         for key in cfg[group] if allowed else ():
@@ -192,7 +206,12 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
                     f"the settings are: {', '.join(allowed)}"
                 )
     for key, (ok, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default="<absent>")
+        try:
+            value = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=True)
+        except MissingMandatoryValue:  # `???`, which select would otherwise take for an absent key
+            raise ConfigError(f"{key}=???: no value given; set {key}=<value>, {allowed}") from None
+        except OmegaConfBaseException as err:  # an interpolation that does not resolve
+            raise ConfigError(f"{key}: {describe(err)}") from None
         if not (isinstance(value, str) and value == "<absent>") and not ok(value):
             raise ConfigError(f"{key}={_show(value)}: must be {allowed}")
     if cfg.optimized_metric.startswith("test/") and not cfg.test:
@@ -308,19 +327,22 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-        jobs = BasicSweeper.split_arguments(parser.parse_overrides(overrides), None)[0]
+        parsed = parser.parse_overrides(overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
         bad = []
         for num, job in enumerate(jobs):
+            # a job is named by its values of the swept keys, as its folder is; the rest is the same for all
+            name = " ".join([o for o in job if o.split("=", 1)[0].lstrip("+~") in keys] or job)
             try:
                 check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True)
             except ConfigError as err:
-                bad.append(f"job {num} ({' '.join(job)}): {err}")
+                bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {num} ({' '.join(job)}): {describe(err)}")
+                bad.append(f"job {num} ({name}): {describe(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")

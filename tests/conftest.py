@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import logging
 import os
 import struct
 import subprocess
@@ -99,3 +101,59 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+# --- the run lifecycle in process ------------------------------------------------------------------
+
+
+@pytest.fixture
+def in_process():
+    """`run(*overrides, run_dir=..., task=...)`: rnnexp.run.execute on the real composed config, in
+    this process, as lightning-hydra-template's tests run their task functions: a few seconds faster
+    than `run_train` and the exception itself to look at (a single run's expected failure is
+    rnnexp.run.Failed, a SystemExit; catch it with pytest.raises(SystemExit)).
+
+    Hydra configures logging only under @hydra.main, so the run's train.log file handler is added
+    here as Hydra's job logging would. Whatever the run leaves behind in global state is undone
+    afterwards: Hydra's GlobalHydra and HydraConfig, the handler, the environment variables
+    Lightning's seed_everything sets.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    environ = dict(os.environ)
+    root = logging.getLogger()
+    handlers = []
+
+    def run(*overrides: str, run_dir: Path, task=None, multirun: bool = False):
+        from hydra import compose, initialize_config_dir
+        from omegaconf import open_dict
+
+        import rnnexp.run
+        import rnnexp.train
+
+        mode = ["hydra.mode=MULTIRUN"] if multirun else []
+        with initialize_config_dir(str(CONF), version_base="1.3", job_name="train"):
+            cfg = compose("train", overrides=[*mode, *overrides, f"paths.run_dir={run_dir}"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # what @hydra.main does: ${hydra:...}, mode, choices
+        with open_dict(cfg):
+            del cfg["hydra"]  # a task function never sees the hydra node
+        handler = logging.FileHandler(Path(run_dir) / "train.log", delay=True)  # opened on first use
+        root.addHandler(handler)
+        handlers.append(handler)
+        return rnnexp.run.execute(cfg, task or rnnexp.train.fit_and_test)
+
+    yield run
+    for handler in handlers:
+        root.removeHandler(handler)
+        handler.close()
+    HydraConfig.instance().cfg = None
+    if GlobalHydra.instance().is_initialized():
+        GlobalHydra.instance().clear()
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+def record(run_dir: Path) -> dict:
+    """A run folder's metrics.json."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

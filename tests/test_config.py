@@ -191,6 +191,8 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["+optimizer.momentum=0.9"], "optimizer.momentum: not a setting of optimizer (Adam)"),
         (["optimizer=sgd", "+optimizer.alpha=0.9"], "optimizer.alpha: not a setting of optimizer (SGD)"),
         (["+data.foo=1"], "data.foo: not a setting of data (MnistSequenceDataModule); the settings are: root,"),
+        (["+trainer.foo=1"], "trainer.foo: not a setting of trainer (Trainer); the settings are: accelerator,"),
+        (["+trainer.logger=false"], "trainer.logger: not a setting of trainer (Trainer)"),  # the logger group's
         # what Lightning refuses under manual optimization
         (["trainer.gradient_clip_val=0.5"], "trainer.gradient_clip_val=0.5: Lightning's clipping does not work"),
         (["trainer.gradient_clip_val=0.5"], "use grad_clip=0.5"),
@@ -203,6 +205,11 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, rmsprop, sgd"),
         (["data.root=null"], "data.root=null: must be a folder"),
+        (["data.root=''"], "data.root='': must be a folder"),
+        (["trainer.max_steps='\n'"], r"trainer.max_steps='\n': must be an integer >= 1, or -1"),
+        # OmegaConf's `???` (no value) and interpolations that do not resolve: named, not skipped or raised
+        (["seed=???"], "seed=???: no value given; set seed=<value>, an integer >= 0"),
+        (["model.hidden_size=${model.nope}"], "model.hidden_size: Interpolation key 'model.nope' not found"),
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
@@ -245,7 +252,7 @@ def test_trainer_flags_are_the_trainers_boolean_arguments():
 
 
 def test_settings_are_the_constructors_arguments():
-    passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed"}
+    passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed", "logger", "callbacks", "plugins"}
     for target, settings in SETTINGS.items():
         arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed_by_rnnexp]
         assert list(settings) == arguments, target
@@ -255,6 +262,7 @@ def test_settings_are_the_constructors_arguments():
             assert target in SETTINGS, f"{group}={option}"
             unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
+    assert OmegaConf.load(CONF / "trainer" / "cpu.yaml")._target_ in SETTINGS  # gpu and auto extend cpu
 
 
 def bool_keys(node: dict, prefix: str = ""):

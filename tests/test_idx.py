@@ -164,6 +164,14 @@ def _mirror(tmp_path: Path, monkeypatch, tamper: bool = False) -> tuple[str, Pat
     return mirror.as_uri() + "/", tmp_path / "downloads"
 
 
+def test_a_file_given_as_the_data_folder_is_named_as_such(tmp_path):
+    path = tmp_path / "mnist.tar"
+    path.write_bytes(b"not a folder")
+    with pytest.raises(IdxError) as err:
+        load_mnist(path, download_missing=True, mirrors=("http://127.0.0.1:9/",))
+    assert str(err.value).startswith(f"{path} is a file, not a folder; point data.root")
+
+
 def test_download_verifies_and_writes_complete_files(tmp_path, monkeypatch):
     url, target = _mirror(tmp_path, monkeypatch)
     arrays = load_mnist(target, download_missing=True, mirrors=("http://127.0.0.1:9/", url))

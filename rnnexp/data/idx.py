@@ -34,6 +34,8 @@ MIRRORS = (
     "http://yann.lecun.com/exdb/mnist/",
 )
 UBYTE = 0x08
+# What to do about a file that is there but unusable, said in every such error.
+REPLACE = "replace it with the original MNIST file, or delete it to download it again"
 
 
 class IdxError(DataError):
@@ -48,22 +50,22 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     path = Path(path)
     raw = _content(path)
     if len(raw) < 4:
-        raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+        raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header; {REPLACE}")
     zero, dtype, dims = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != UBYTE or dims != ndim:
         raise IdxError(
             f"{path}: magic number 0x{raw[:4].hex()} is not an IDX file of unsigned bytes with "
-            f"{ndim} dimensions (expected 0x000008{ndim:02x})"
+            f"{ndim} dimensions (expected 0x000008{ndim:02x}); {REPLACE}"
         )
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise IdxError(f"{path}: file ends inside the header ({len(raw)} bytes)")
+        raise IdxError(f"{path}: file ends inside the header ({len(raw)} bytes); {REPLACE}")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     expected = header + math.prod(shape)  # Python integers: a forged header cannot overflow the check
     if len(raw) != expected:
         raise IdxError(
             f"{path}: header says shape {shape} ({expected} bytes) but the file has {len(raw)} "
-            "bytes: truncated or not an MNIST file"
+            f"bytes: truncated or not an MNIST file; {REPLACE}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
@@ -74,9 +76,7 @@ def _content(path: Path) -> bytes:
         data = path.read_bytes()
         return gzip.decompress(data) if path.suffix == ".gz" else data
     except (OSError, EOFError, zlib.error, MemoryError, OverflowError) as err:  # BadGzipFile is an OSError
-        raise IdxError(
-            f"{path}: cannot read ({str(err) or type(err).__name__}); replace it with a complete copy"
-        ) from err
+        raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__}); {REPLACE}") from err
 
 
 def find(root: Path, name: str) -> Path | None:
@@ -144,6 +144,11 @@ def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRO
     provide the files.
     """
     root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():  # else: every file "missing", and downloads failing on it
+        raise IdxError(
+            f"{root} is a file, not a folder; point data.root (or the RNNEXP_DATA_DIR environment variable) "
+            "at the folder that holds the four MNIST files"
+        )
     paths, missing, failures = {}, [], []
     for key, (name, checksum) in FILES.items():
         path = find(root, name)
@@ -192,11 +197,14 @@ def _parse(paths: dict[str, Path]) -> dict[str, np.ndarray]:
             if len(array) == 0:
                 raise IdxError(f"{path}: holds 0 {what}; replace it with the complete MNIST file")
         if images.shape[1:] != (28, 28):
-            raise IdxError(f"{images_path}: images are {images.shape[1:]}, expected (28, 28)")
+            raise IdxError(f"{images_path}: images are {images.shape[1:]}, expected (28, 28); {REPLACE}")
         if len(images) != len(labels):
-            raise IdxError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+            raise IdxError(
+                f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; replace "
+                "them with the original MNIST files, or delete them to download them again"
+            )
         if labels.max() > 9:
-            raise IdxError(f"{labels_path}: label {labels.max()} outside 0-9")
+            raise IdxError(f"{labels_path}: label {labels.max()} outside 0-9; {REPLACE}")
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
     return arrays
 
