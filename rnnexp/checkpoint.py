@@ -20,7 +20,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
-from rnnexp.errors import CheckpointError
+from rnnexp.errors import CheckpointError, OutputError
 
 LAST = "last.ckpt"
 
@@ -99,16 +99,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:  # a folder that cannot be made, a full disk
+            raise OutputError(
+                f"cannot write the checkpoint {path}: {err.strerror or err}; free space or point the run at a "
+                "writable folder (RNNEXP_OUTPUT_DIR, hydra.run.dir)"
+            ) from err
         finally:
-            if os.path.exists(tmp):
+            if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict:

@@ -91,12 +91,15 @@ def _integer(low: int, high: int | None = None):
     return lambda v: _is_int(v) and v >= low and (high is None or v <= high), f"an integer {bound}"
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = True):
     """A finite int or float within the bounds: inf and nan never make a setting work."""
 
     def ok(v):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            return False
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+            return False  # training computes in float32 (or narrower): 1e300 would overflow there
         above = low is None or (v > low if low_open else v >= low)
         return above and (high is None or (v < high if high_open else v <= high))
 

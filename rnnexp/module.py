@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from rnnexp.errors import Diverged
+from rnnexp.errors import ConfigError, Diverged
 
 log = logging.getLogger("rnnexp")
 
@@ -29,7 +29,7 @@ def schedule(factory: partial, optimizer: torch.optim.Optimizer, steps: int):
     try:
         return factory(optimizer, **length)
     except ZeroDivisionError:  # OneCycleLR's warm-up rounds to nothing on a few steps
-        raise ValueError(
+        raise ConfigError(
             f"a run of {steps} steps is too short for {factory.func.__name__}: train longer, or use scheduler=none"
         ) from None
 
@@ -196,5 +196,5 @@ class ClassifierModule(pl.LightningModule):
         if trainer.max_epochs is not None and trainer.max_epochs >= 0:
             lengths.append(trainer.max_epochs * len(trainer.datamodule.train_dataloader()))
         if not lengths:
-            raise ValueError("a learning-rate schedule needs trainer.max_steps or trainer.max_epochs to be set")
+            raise ConfigError("a learning-rate schedule needs trainer.max_steps or trainer.max_epochs to be set")
         return min(lengths)

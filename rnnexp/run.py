@@ -137,6 +137,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         import pytorch_lightning as pl  # only once the config is known to be sound
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
+        check_device(cfg)
         results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
@@ -167,6 +168,18 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     return results.get(cfg.optimized_metric)
 
 
+def check_device(cfg: DictConfig) -> None:
+    """A GPU asked for where torch sees none: said before anything is built."""
+    import torch
+
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
+            "trainer=auto to use a GPU wherever there is one"
+        )
+
+
 def open_job(cfg: DictConfig) -> Job | None:
     """The job's folder and record, `running`; with `resume`, the run's own config and the
     checkpoint to continue from (None when the run is already complete)."""
@@ -180,6 +193,11 @@ def open_job(cfg: DictConfig) -> Job | None:
             return None
         resume_from, purge_step = resume_point(run_dir)
         experiment = previous.get("experiment", experiment)
+    elif (previous := RunRecord.read(run_dir)).get("status"):
+        raise OutputError(
+            f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give the "
+            "new run a folder of its own"
+        )
     record = RunRecord(run_dir)
     record.start(experiment=experiment, resumed_from=str(resume_from) if resume_from else None)
     record.save_config(cfg)
@@ -195,21 +213,36 @@ def _stop_exceptions() -> tuple[type[BaseException], ...]:
 
 
 def expected(err: BaseException) -> ExpectedError | None:
-    """The user-fixable failure behind `err`, or None for a bug."""
-    if isinstance(err, ExpectedError):
-        return err
+    """The user-fixable failure behind `err` (itself, or what it was raised from), or None for a bug."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    if isinstance(err, MisconfigurationException):
-        return ConfigError(f"trainer: {_first_line(err)}")
-    text = str(err)
-    if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
-        return ResourceError(
-            f"out of memory ({_first_line(err)[:160]}); "
-            "use a smaller model.hidden_size, model.layers or data.batch_size"
-        )
-    cause = err.__cause__ or err.__context__
-    return expected(cause) if cause is not None and cause is not err else None
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for err in chain:
+        if isinstance(err, ExpectedError):
+            return err
+    for err in reversed(chain):  # innermost first: torch's allocation error, not Hydra's wrapper of it
+        text = str(err)
+        if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+            return ResourceError(
+                f"out of memory ({_first_line(err)[:200]}); "
+                "use a smaller model.hidden_size, model.layers or data.batch_size"
+            )
+        if isinstance(err, MisconfigurationException) or (isinstance(err, ValueError) and _raised_in_lightning(err)):
+            return ConfigError(_first_line(err))  # a Trainer or callback setting Lightning refuses
+    return None
+
+
+def _raised_in_lightning(err: BaseException) -> bool:
+    """Whether the innermost frame of `err` is Lightning's: its ValueErrors are about its settings."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and (
+        "pytorch_lightning" in tb.tb_frame.f_code.co_filename or "lightning_fabric" in tb.tb_frame.f_code.co_filename
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -357,6 +390,8 @@ def main(app: Callable[[], object]) -> None:
     except ExpectedError as err:
         _exit(f"error: {err}", 1)
     except (HydraException, OmegaConfBaseException) as err:
+        if getattr(err, "recorded_by_rnnexp", False):  # a bug inside a run, wrapped by Hydra's instantiate
+            raise
         _exit(f"error: {describe(err)}", 1)
     except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
         if (line := null_group(err)) is None:

@@ -62,6 +62,8 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
 def log_hparams(logger: LightningTensorBoardLogger, settings: dict) -> None:
     """Write a completed run's settings to its event file for the HParams tab (its session start
     and end, status success), naming no metrics: TensorBoard takes the run's scalars as metrics."""
+    if not isinstance(logger, LightningTensorBoardLogger):  # e.g. Lightning's stand-in under fast_dev_run
+        return
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 

@@ -216,11 +216,6 @@ def test_a_model_too_large_for_memory_is_a_resource_error(tmp_path, tiny_mnist, 
     failed(run_dir, "resource")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rnnexp.run.expected() quotes the first line of Hydra's InstantiationException "
-    "(\"Error in call to target '...SequenceClassifier':\"), not torch's allocation error under it",
-)
 def test_a_model_too_large_for_memory_says_how_much_it_asked_for(tmp_path, tiny_mnist, in_process):
     with pytest.raises(SystemExit) as exc:
         in_process(*QUICK, "model.hidden_size=1000000000", f"data.root={tiny_mnist}", run_dir=tmp_path / "run")
@@ -238,11 +233,6 @@ def test_trainer_gpu_without_a_gpu_is_a_config_error(tmp_path, tiny_mnist, in_pr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: trainer=gpu would train")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the line is Lightning's 'trainer: No supported gpu backend found!': it names neither trainer=gpu "
-    "nor what to do (trainer=cpu or trainer=auto)",
-)
 def test_trainer_gpu_without_a_gpu_says_what_to_choose_instead(tmp_path, tiny_mnist, in_process):
     with pytest.raises(SystemExit) as exc:
         in_process(*QUICK, "trainer=gpu", f"data.root={tiny_mnist}", run_dir=tmp_path / "run")
@@ -350,15 +340,9 @@ def test_a_bug_keeps_its_traceback_on_the_console(tmp_path, tiny_mnist):
     failed(tmp_path / "run", "exception")
 
 
-# --- found by probing the entry point: known bugs, strict xfails (drop the mark with the fix) -------
+# --- found by probing the entry point, each a bug once ---------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run.main() catches HydraException for Hydra's own errors, and InstantiationException is one: a "
-    "bug raised inside instantiate (a constructor's TypeError, ModuleNotFoundError, ZeroDivisionError) gets one "
-    "`error:` line with no traceback, while metrics.json says reason exception",
-)
 def test_a_bug_inside_instantiate_keeps_its_traceback_on_the_console(tmp_path, tiny_mnist):
     task = "def task(cfg, job):\n    return instantiate({'_target_': 'operator.truediv', '_args_': [1, 0]})"
     result = run_task(task, *QUICK, f"data.root={tiny_mnist}", f"hydra.run.dir={tmp_path / 'run'}")
@@ -366,23 +350,11 @@ def test_a_bug_inside_instantiate_keeps_its_traceback_on_the_console(tmp_path, t
     assert result.returncode != 0 and "Traceback" in result.stderr, result.stderr[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="fit_and_test calls log_hparams on Lightning's DummyLogger under fast_dev_run: "
-    "'NoneType' object has no attribute 'add_summary'",
-)
 def test_fast_dev_run_completes(tmp_path, tiny_mnist, in_process):
     in_process(*QUICK, "+trainer.fast_dev_run=true", f"data.root={tiny_mnist}", run_dir=tmp_path / "run")
     assert record(tmp_path / "run")["status"] == "completed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="Lightning's ValueError for val_check_interval > batches per epoch is not recognized by "
-    "run.expected(): a traceback and reason exception for a config value",
-)
 def test_a_validation_interval_longer_than_an_epoch_is_a_config_error(tmp_path, tiny_mnist, in_process):
     with pytest.raises(SystemExit) as exc:
         in_process(*QUICK, "+trainer.val_check_interval=1000", f"data.root={tiny_mnist}", run_dir=tmp_path / "run")
@@ -390,12 +362,6 @@ def test_a_validation_interval_longer_than_an_epoch_is_a_config_error(tmp_path, 
     failed(tmp_path / "run", "config")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=NotADirectoryError,
-    reason="AtomicCheckpointIO.save_checkpoint's OSError (a folder it cannot create; ENOSPC alike) is not an "
-    "OutputError: a traceback and reason exception",
-)
 def test_a_checkpoint_folder_that_cannot_be_written_is_an_output_error(tmp_path, tiny_mnist, in_process):
     blocker = tmp_path / "a_file"
     blocker.write_text("in the way\n")
@@ -408,24 +374,12 @@ def test_a_checkpoint_folder_that_cannot_be_written_is_an_output_error(tmp_path,
     failed(tmp_path / "run", "output")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="optimizer.lr=1e300 passes the checks (finite) and overflows float32 in Adam's step: "
-    "'value cannot be converted to type float without overflow', a traceback and reason exception",
-)
 def test_a_learning_rate_beyond_float32_is_refused_in_one_line(tmp_path, tiny_mnist, in_process):
     with pytest.raises(SystemExit) as exc:
         in_process(*QUICK, "optimizer.lr=1e300", f"data.root={tiny_mnist}", run_dir=tmp_path / "run")
     assert "optimizer.lr" in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open_job continues whatever record the folder holds: a new run in a finished run's folder "
-    "(hydra.run.dir=<it>, or hydra.run.dir='' which is the working folder) trains from scratch, records "
-    "attempts 2 and 'resumed', and mixes two runs' event files and checkpoints",
-)
 def test_a_new_run_in_a_folder_that_holds_a_run_is_refused(tmp_path, tiny_mnist, in_process):
     run_dir = tmp_path / "run"
     in_process(*QUICK, f"data.root={tiny_mnist}", run_dir=run_dir)
