@@ -1,0 +1,100 @@
+"""Evaluate and predict from a trained run's checkpoint, on tiny generated data."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY, learnable_digits, run_train, scalars
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_mnist):
+    out = tmp_path_factory.mktemp("trained")
+    result = run_train(*TINY, "model=gru", "trainer.max_epochs=6", data=tiny_mnist, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next((out / "runs").iterdir())
+
+
+def entry(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):
+    checkpoint = json.loads((trained / "metrics.json").read_text())["best_checkpoint"]
+    result = entry("rnnexp.evaluate", f"ckpt_path={checkpoint}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((trained / "metrics.json").read_text())["test/acc"]
+    evaluation = json.loads((trained / "evaluation" / "evaluation.json").read_text())
+    assert evaluation["test/acc"] == pytest.approx(recorded, abs=1e-6) and evaluation["checkpoint"] == checkpoint
+    per_class = evaluation["per_class"]
+    assert list(per_class) == [str(d) for d in range(10)] and all(0 <= a <= 1 for a in per_class.values())
+    assert (trained / "evaluation" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (trained / "evaluation" / "misclassified.png").read_bytes()[:4] == b"\x89PNG"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = EventAccumulator(str(trained)).Reload().Tags()["images"]
+    assert {"verdict/confusion_matrix", "verdict/misclassified", "val/samples"} <= set(images)
+    assert "val/acc" in scalars(trained)  # the run's own TensorBoard, not another one
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "error: ckpt_path: missing; usage: python -m rnnexp.evaluate ckpt_path="),
+        (["ckpt_path=/nowhere.ckpt"], "error: ckpt_path=/nowhere.ckpt: no such file"),
+        (["ckpt_path={run}", "data=imagenet"], "error: data=imagenet: no such option; choose one of"),
+        (["ckpt_path={run}", "data.colour=1"], "error: data.colour: not a data setting"),
+        (["ckpt_path={run}", "model.layers=2"], "error: model.layers: not a setting of rnnexp.evaluate"),
+    ],
+)
+def test_evaluate_refuses_bad_arguments_in_one_line(trained, args, message):
+    result = entry("rnnexp.evaluate", *(a.format(run=trained) for a in args))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+
+
+def test_predict_reads_any_image_and_names_the_broken_one(trained, tmp_path):
+    from PIL import Image
+
+    images, labels = learnable_digits(3, seed=7)
+    white_on_black = tmp_path / "white_on_black.png"
+    Image.fromarray(images[0]).save(white_on_black)
+    black_on_white = tmp_path / "black_on_white.png"
+    Image.fromarray(255 - images[1]).save(black_on_white)
+    colour_larger = tmp_path / "colour_larger.jpg"  # 3x larger, in red, as a JPEG
+    rgb = np.stack([images[2], images[2] // 4, images[2] // 4], axis=-1).repeat(3, axis=0).repeat(3, axis=1)
+    Image.fromarray(rgb.astype(np.uint8)).save(colour_larger, quality=95)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image\n")
+    missing = tmp_path / "missing.png"
+
+    files = [white_on_black, broken, black_on_white, missing, colour_larger]
+    result = entry("rnnexp.predict", f"ckpt_path={trained}", *map(str, files))
+    assert result.returncode == 1  # some files failed; the others were still classified
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and errors[0].startswith(f"error: {broken}: not an image")
+    assert errors[1] == f"error: {missing}: no such file"
+    guesses = {line.split(": ")[0]: line.split(": ")[1].split()[0] for line in result.stdout.strip().splitlines()}
+    assert list(guesses) == [str(white_on_black), str(black_on_white), str(colour_larger)]
+    assert [guesses[str(f)] for f in (white_on_black, black_on_white, colour_larger)] == [str(k) for k in labels]
+
+
+def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_path):
+    from PIL import Image
+
+    from rnnexp.predict import read_image
+
+    images, _ = learnable_digits(1, seed=3)
+    Image.fromarray(images[0]).save(tmp_path / "digit.png")
+    assert np.array_equal(read_image(tmp_path / "digit.png"), images[0])  # 28x28 light on dark: unchanged
+    Image.fromarray(255 - images[0]).save(tmp_path / "drawing.png")
+    assert np.array_equal(read_image(tmp_path / "drawing.png"), images[0])  # dark on light: inverted
+    wide = np.zeros((28, 56), dtype=np.uint8)
+    wide[:, 14:42] = images[0]
+    Image.fromarray(wide).save(tmp_path / "wide.png")  # padded to a square with its background, then scaled
+    scaled = read_image(tmp_path / "wide.png")
+    assert scaled.shape == (28, 28) and scaled[:6].max() <= 10 and scaled[-6:].max() <= 10  # bands of padding
+    assert scaled[7:21].max() > 100  # the image, half its size, between them
