@@ -44,6 +44,7 @@ class OptunaSearch(OptunaSweeperImpl):
         self.sampler_conf, self.pruner_conf = sampler, pruner
 
     def sweep(self, arguments: list[str]) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # this sweeper says what optuna would, once
         self._process_searchspace_config()
         space, fixed = create_params_from_overrides([*self._parse_sweeper_params_config(), *arguments])
         space = {**(self.search_space_distributions or {}), **space}
@@ -75,7 +76,7 @@ class OptunaSearch(OptunaSweeperImpl):
                 returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
             except Exception as err:  # the launcher lost the batch: a worker killed, a job Hydra could not compose
                 for trial in trials:
-                    fail(study, trial.number, _reason(err), f"{type(err).__name__}: {err}")
+                    fail(study, trial.number, _reason(err), _error(err))
                 log.error(f"trials {[t.number for t in trials]} failed: {err}")
                 continue
             except BaseException:  # Ctrl-C or a stop signal: the sweep stops, its trials end as failed
@@ -99,12 +100,7 @@ class OptunaSearch(OptunaSweeperImpl):
             study._storage.set_trial_user_attr(trial_id(study, number), "run_dir", str(run_dir))
         if ret.status != JobStatus.COMPLETED:
             err = ret._return_value
-            fail(
-                study,
-                number,
-                record.get("reason") or _reason(err),
-                record.get("error") or f"{type(err).__name__}: {err}",
-            )
+            fail(study, number, record.get("reason") or _reason(err), record.get("error") or _error(err))
             return
         value = ret.return_value
         if record.get("status") == "pruned":
@@ -149,6 +145,13 @@ def _reason(err: BaseException) -> str:
     return known.reason if known else "exception"
 
 
+def _error(err: BaseException) -> str:
+    from rnnexp.run import expected
+
+    known = expected(err) if isinstance(err, BaseException) else None
+    return str(known) if known else f"{type(err).__name__}: {err}"
+
+
 def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) -> dict:
     """Print and save (optimization_results.yaml) how the study's trials ended and the best."""
     trials = study.get_trials(deepcopy=False)
@@ -173,7 +176,7 @@ def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) 
         f"{results['pruned']} pruned, {results['failed']} failed"
     )
     for f in failures:
-        log.info(f"  trial {f['trial']} failed ({f['reason']}): {f['error']}")
+        log.info(f"  trial {f['trial']} failed ({f['reason']}): {f['error'][:300]}")
     if by_state[TrialState.COMPLETE]:
         best = study.best_trial
         results.update(

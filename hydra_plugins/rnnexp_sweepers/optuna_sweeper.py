@@ -17,8 +17,9 @@ Against hydra-optuna-sweeper's own sweeper, whose search-space syntax and sample
 This module stays light (Hydra imports it on every start): optuna is imported when a search starts.
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Hydra executes this module before it is in sys.modules,
+# where dataclasses cannot resolve string annotations (and OmegaConf needs the types themselves)
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,9 @@ _store(group="hydra/sweeper/pruner", name="none", node=NopPrunerConf, provider="
 
 class RnnexpOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
+        logging.getLogger("alembic").setLevel(
+            logging.WARNING
+        )  # optuna's SQLite storage: its schema setup, line by line
         from hydra_plugins.rnnexp_sweepers._optuna_search import OptunaSearch
 
         self.search = OptunaSearch(**settings)
