@@ -87,7 +87,7 @@ class RnnexpOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         logging.getLogger("alembic").setLevel(
             logging.WARNING
-        )  # optuna's SQLite storage: its schema setup, line by line
+        )  # optuna SQLite storage setup, line by line
         from hydra_plugins.rnnexp_sweepers._optuna_search import OptunaSearch
 
         self.search = OptunaSearch(**settings)
