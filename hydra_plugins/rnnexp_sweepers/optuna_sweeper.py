@@ -85,9 +85,7 @@ _store(group="hydra/sweeper/pruner", name="none", node=NopPrunerConf, provider="
 
 class RnnexpOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        logging.getLogger("alembic").setLevel(
-            logging.WARNING
-        )  # optuna SQLite storage setup, line by line
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna SQLite storage setup, line by line
         from hydra_plugins.rnnexp_sweepers._optuna_search import OptunaSearch
 
         self.search = OptunaSearch(**settings)
