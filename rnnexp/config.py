@@ -381,4 +381,4 @@ def grid_sweep(argv: list[str], parsed, config_name: str = "train") -> bool:
         sweeper = compose(config_name, overrides=[*fixed, *sweeper_args], return_hydra_config=True).hydra.sweeper
     except Exception:  # an override that does not compose: said job by job by the grid's check
         return True
-    return str(sweeper.get("_target_", "")).endswith(("BasicSweeper", "RnnexpGridSweeper"))
+    return str(sweeper.get("_target_", "")).endswith("BasicSweeper")

@@ -1,14 +1,21 @@
-"""The end of a grid sweep: how its jobs ended (completed, failed with each reason, ...) and the
+"""The end of a sweep: how its jobs ended (completed, pruned, failed with each reason, ...) and the
 best, printed and saved as summary.yaml in the sweep folder. (An Optuna search says the same of its
-whole study, in optimization_results.yaml.)"""
+whole study too, in optimization_results.yaml.)
+
+A Hydra callback (conf/train.yaml's hydra.callbacks) whose summary is due when the process exits:
+Hydra's grid sweeper raises a failed job's error before it calls on_multirun_end.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 from collections import Counter
 from pathlib import Path
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from rnnexp.errors import OutputError
 from rnnexp.record import RunRecord, process_alive, write_atomic
@@ -56,3 +63,9 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
         log.info(f"Best: {name}, {metric}={value:.4f}")
     write_atomic(sweep_dir / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
     return summary
+
+
+class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir, metric = str(config.hydra.sweep.dir), str(config.get("optimized_metric", "val/acc_best"))
+        atexit.register(summarize, sweep_dir, metric)  # after the sweep, whether or not a job failed

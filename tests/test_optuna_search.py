@@ -89,3 +89,17 @@ def test_a_trial_that_falls_behind_is_pruned(tmp_path, tiny_mnist):
     record = metrics(run_dir)
     assert record["status"] == "pruned" and record["epochs"] < 3 and "test/acc" not in record
     assert "1 pruned" in bad.stdout
+
+
+def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_continues(tmp_path, tiny_mnist):
+    killed = optuna.create_study(study_name="rnnexp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    run_dir = tmp_path / "multirun" / "earlier" / "0_model.layers=2"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "host": "elsewhere", "pid": 1}))
+    killed.ask().set_user_attr("run_dir", str(run_dir))  # its sweep killed before it was told
+    proc = run_train(*SEARCH, "hydra.sweeper.n_trials=1", "model.layers=choice(0)", data=tiny_mnist, out=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 trials so far, 0 to run" in proc.stdout and "trial 0 failed (killed)" in proc.stdout
+    (trial,) = study(tmp_path).trials
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["reason"] == "killed"
+    assert metrics(run_dir)["status"] == "failed" and metrics(run_dir)["reason"] == "killed"
