@@ -375,10 +375,11 @@ def grid_sweep(argv: list[str], parsed, config_name: str = "train") -> bool:
     list; a search such as Optuna's draws its jobs as it goes, from interval() and tag() too."""
     from hydra import compose
 
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    # the config groups chosen (hparams_search=optuna picks the sweeper), not values that may not compose
+    groups = [o.input_line for o in parsed if not o.is_sweep_override() and "." not in o.key_or_group]
     sweeper_args = [a for a in argv if a.startswith(("hydra/sweeper", "hydra.sweeper._target_"))]
     try:
-        sweeper = compose(config_name, overrides=[*fixed, *sweeper_args], return_hydra_config=True).hydra.sweeper
+        sweeper = compose(config_name, overrides=[*groups, *sweeper_args], return_hydra_config=True).hydra.sweeper
     except Exception:  # an override that does not compose: said job by job by the grid's check
         return True
     return str(sweeper.get("_target_", "")).endswith("BasicSweeper")
