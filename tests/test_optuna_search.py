@@ -92,7 +92,8 @@ def test_a_trial_that_falls_behind_is_pruned(tmp_path, tiny_mnist):
 
 
 def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_continues(tmp_path, tiny_mnist):
-    killed = optuna.create_study(study_name="rnnexp", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    killed = optuna.create_study(study_name="rnnexp", storage=storage, direction="maximize")
     run_dir = tmp_path / "multirun" / "earlier" / "0_model.layers=2"
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.json").write_text(json.dumps({"status": "running", "host": "elsewhere", "pid": 1}))

@@ -15,6 +15,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
 from rnnexp.study import storage_url
 
@@ -52,13 +53,21 @@ class OptunaSearch(OptunaSweeperImpl):
             space.pop(name, None)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=self.storage,
-            pruner=instantiate(self.pruner_conf),
-            direction=self.direction,
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self.storage,
+                pruner=instantiate(self.pruner_conf),
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except ValueError as err:  # optuna's "Cannot overwrite study direction"
+            if "direction" not in str(err):
+                raise
+            raise ConfigError(
+                f"hydra.sweeper.direction={self.direction}: study {self.study_name} in {self.storage} optimizes the "
+                "other way; give this search its own hydra.sweeper.study_name"
+            ) from err
         abandon_stale(study)
         before = len(study.trials)
         study.sampler = self.new_sampler(before)
