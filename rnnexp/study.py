@@ -44,6 +44,9 @@ def trial_report(cfg: DictConfig) -> TrialReport | None:
         study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=instantiate(sweeper.pruner)
     )
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    if study._storage.get_trial(trial_id).state.is_finished():  # a trial's run resumed after its search
+        log.info(f"trial {number} of study {sweeper.study_name} has ended; this run no longer reports to it")
+        return None
     trial = optuna.trial.Trial(study, trial_id)
     trial.set_user_attr("run_dir", str(cfg.paths.run_dir))  # for the sweeper, should this job be killed
     metric = cfg.optimized_metric if str(cfg.optimized_metric).startswith("val/") else "val/acc"
