@@ -275,9 +275,12 @@ def bool_keys(node: dict, prefix: str = ""):
             yield from bool_keys(value, f"{prefix}{key}.")
 
 
+GLOBAL_GROUPS = ("experiment", "hparams_search")  # `# @package _global_`: their keys are the run's own
+
+
 def test_every_boolean_key_in_conf_is_checked():
     files = [(CONF / "train.yaml", "")] + [
-        (p, "" if p.parent.name == "experiment" else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
+        (p, "" if p.parent.name in GLOBAL_GROUPS else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
     ]
     keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
     assert keys >= {"test", "data.download", "model.bidirectional"}
