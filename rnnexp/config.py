@@ -303,12 +303,17 @@ def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
     return f"{err}: a config group takes the name of one of its options, not null"
 
 
-def swept(task_overrides, argv: list[str] | None = None) -> str:
-    """A sweep job's folder name: its values for the keys the command line sweeps over.
+NAME_MAX = 120  # characters of a job folder's name (filesystems allow 255 bytes)
+
+
+def swept(task_overrides, params=None, argv: list[str] | None = None) -> str:
+    """A sweep job's folder name: its values for the keys the sweep varies.
 
     `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
-    `model=gru`: the fixed override is the same for all and is left out. The names become
-    TensorBoard's run names, so they show what differs between runs.
+    `model=gru`: the fixed override is the same for all and is left out. The swept keys are those
+    of the command line and of the sweeper's `params` (a search space in a config file). The names
+    become TensorBoard's run names, so they show what differs between runs; long floats are
+    shortened (an Optuna trial's lr=0.0031622776601683794 is lr=0.003162) and the name is capped.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -317,9 +322,21 @@ def swept(task_overrides, argv: list[str] | None = None) -> str:
         keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
     except Exception:  # an unparsable command line fails later, with Hydra's own message
         keys = set()
-    given = [o for o in task_overrides if not o.startswith("resume=")]  # a resumed sweep keeps its names
+    keys |= {str(k) for k in (params or {})}
+    # a resumed sweep keeps its names; an Optuna trial's number is the folder's number already
+    given = [o for o in task_overrides if not o.startswith(("resume=", "trial="))]
     chosen = [o for o in given if o.split("=", 1)[0].lstrip("+~") in keys] or given
-    return ",".join(chosen).replace(os.sep, "_") or "defaults"
+    name = ",".join(_short(o) for o in chosen).replace(os.sep, "_") or "defaults"
+    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 3] + "..."
+
+
+def _short(override: str) -> str:
+    key, sep, value = override.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return override
+    return f"{key}={number:.4g}" if len(value) > 10 and math.isfinite(number) else override
 
 
 def check_sweep(argv: list[str], config_name: str = "train") -> None:
@@ -335,6 +352,8 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         parsed = parser.parse_overrides(overrides)
+        if not grid_sweep(argv, parsed, config_name):
+            return  # a search (hparams_search=optuna): each trial is checked in its own job
         jobs = BasicSweeper.split_arguments(parsed, None)[0]
         keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
         bad = []
@@ -349,3 +368,18 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
                 bad.append(f"job {num} ({name}): {describe(err)}")
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")
+
+
+def grid_sweep(argv: list[str], parsed, config_name: str = "train") -> bool:
+    """Whether the command line's sweeper is Hydra's grid (BasicSweeper), whose jobs check_sweep can
+    list; a search such as Optuna's draws its jobs as it goes, from interval() and tag() too."""
+    from hydra import compose
+
+    # the config groups chosen (hparams_search=optuna picks the sweeper), not values that may not compose
+    groups = [o.input_line for o in parsed if not o.is_sweep_override() and "." not in o.key_or_group]
+    sweeper_args = [a for a in argv if a.startswith(("hydra/sweeper", "hydra.sweeper._target_"))]
+    try:
+        sweeper = compose(config_name, overrides=[*groups, *sweeper_args], return_hydra_config=True).hydra.sweeper
+    except Exception:  # an override that does not compose: said job by job by the grid's check
+        return True
+    return str(sweeper.get("_target_", "")).endswith("BasicSweeper")

@@ -163,7 +163,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
             log.error(f"error: {known} (traceback in {run_dir / 'train.log'})")
             raise RunFailed(f"{run_dir.name}: {known}") from err
         raise Failed(str(known)) from None
-    record.update(status="completed", **results)
+    record.update(**{"status": "completed", **results})  # or the task's own ending: `pruned` by a search
     log.info(f"{summary(results)}; run folder {run_dir}")
     return results.get(cfg.optimized_metric)
 

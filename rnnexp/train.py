@@ -35,7 +35,10 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
     train_time = time.perf_counter() - start  # of this attempt, when a run was resumed
     results = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if cfg.test:
+    pruned = next((c.pruned_at for c in trainer.callbacks if getattr(c, "pruned_at", None) is not None), None)
+    if pruned is not None:  # stopped by the search's pruner: not worth testing
+        results.update(status="pruned", pruned_after_epoch=pruned)
+    elif cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     results.update(
@@ -72,6 +75,10 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     purge = {"purge_step": job.purge_step} if job and job.purge_step is not None else {}
     logger = instantiate(cfg.logger, **purge) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if cfg.get("trial") is not None:  # a trial of an Optuna search: reports to it, may be pruned
+        from rnnexp.study import trial_report
+
+        callbacks += [report] if (report := trial_report(cfg)) else []
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     return datamodule, module, trainer
 

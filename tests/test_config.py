@@ -275,9 +275,12 @@ def bool_keys(node: dict, prefix: str = ""):
             yield from bool_keys(value, f"{prefix}{key}.")
 
 
+GLOBAL_GROUPS = ("experiment", "hparams_search")  # `# @package _global_`: their keys are the run's own
+
+
 def test_every_boolean_key_in_conf_is_checked():
     files = [(CONF / "train.yaml", "")] + [
-        (p, "" if p.parent.name == "experiment" else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
+        (p, "" if p.parent.name in GLOBAL_GROUPS else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
     ]
     keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
     assert keys >= {"test", "data.download", "model.bidirectional"}
@@ -337,3 +340,14 @@ def test_empty_output_dir_variable_puts_the_run_in_the_working_folder(tmp_path, 
     (run,) = (work / "outputs" / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
     assert Path("/runs").exists() == root_runs
+
+
+def test_sweep_job_names_are_the_swept_values_short_and_capped():
+    from rnnexp.config import NAME_MAX, swept
+
+    trial = ["optimizer.lr=0.0031622776601683794", "model.hidden_size=64", "data.root=/x", "trial=7"]
+    params = {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "model.hidden_size": "choice(32, 64)"}
+    assert swept(trial, params, argv=["-m", "hparams_search=optuna"]) == "optimizer.lr=0.003162,model.hidden_size=64"
+    assert swept(["optimizer.lr=1000000.0"], None, argv=["-m", "optimizer.lr=0.01,1e6"]) == "optimizer.lr=1000000.0"
+    many = [f"model.setting_{i}=value_{i}" for i in range(40)]  # nothing swept by name: every override
+    assert len(swept(many, None, argv=["-m"])) == NAME_MAX

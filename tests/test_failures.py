@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import CONF, ROOT, TINY, idx_bytes, learnable_digits, record, run_train, write_idx
 
 from rnnexp.run import Failed
@@ -295,6 +296,10 @@ def test_a_sweep_goes_on_past_a_failed_job_and_fails_at_the_end(tmp_path, tiny_m
     assert record(jobs[1])["reason"] == "diverged"
     assert "1_optimizer.lr=1000000.0" in last and "training loss is nan" in last
     assert "Traceback" in (jobs[1] / "train.log").read_text()
+    summary = yaml.safe_load((sweep / "summary.yaml").read_text())  # written although the sweep failed
+    assert summary["completed"] == 2 and [f["reason"] for f in summary["failures"]] == ["diverged"]
+    assert summary["best"]["job"] in ("0_optimizer.lr=0.01", "2_optimizer.lr=0.003")
+    assert "3 jobs: 2 completed, 1 failed" in result.stdout
 
 
 # --- bugs --------------------------------------------------------------------------------------

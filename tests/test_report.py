@@ -49,6 +49,16 @@ def test_unfinished_runs_are_listed_as_such(tmp_path):
     assert statuses == ["not started", "killed"]
 
 
+def test_a_pruned_trial_is_listed_as_pruned_and_not_averaged_with_finished_repeats(tmp_path):
+    fake_run(tmp_path / "0_a", seed=0, val_acc=0.9)
+    fake_run(tmp_path / "1_a", seed=1, val_acc=0.8)
+    fake_run(tmp_path / "2_a", seed=2, status="pruned", test_acc=None, val_acc=0.2, epochs=1.0)
+    runs = report.find_runs([tmp_path])
+    assert [r.row()["status"] for r in runs] == ["completed", "completed", "pruned"]
+    (summary,) = report.summarize(runs)
+    assert summary["n"] == 2 and summary["val_acc_best_mean"] == pytest.approx(0.85)
+
+
 def test_report_on_a_sweep_with_a_failed_run(tmp_path, tiny_mnist, capsys):
     diverge = ["model=rnn", "model.nonlinearity=relu", "optimizer=sgd", "grad_clip=null", "scheduler=none"]
     result = run_train("-m", *TINY, *diverge, "optimizer.lr=0.03,1e6", data=tiny_mnist, out=tmp_path)

@@ -1,0 +1,71 @@
+"""The end of a sweep: how its jobs ended (completed, pruned, failed with each reason, ...) and the
+best, printed and saved as summary.yaml in the sweep folder. (An Optuna search says the same of its
+whole study too, in optimization_results.yaml.)
+
+A Hydra callback (conf/train.yaml's hydra.callbacks) whose summary is due when the process exits:
+Hydra's grid sweeper raises a failed job's error before it calls on_multirun_end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from rnnexp.errors import OutputError
+from rnnexp.record import RunRecord, process_alive, write_atomic
+
+log = logging.getLogger("rnnexp")
+
+SUMMARY = "summary.yaml"
+
+
+def _number(name: str) -> tuple[int, str]:
+    head = name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else -1, name)
+
+
+def summarize(sweep_dir: str | Path, metric: str) -> dict:
+    """Read every job folder's metrics.json; print and save what they say."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():  # stopped before the first job
+        return {}
+    jobs = sorted(
+        (d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith(".")), key=lambda d: _number(d.name)
+    )
+    statuses, failures, scored = Counter(), [], []
+    for job in jobs:
+        try:
+            record = RunRecord.read(job)
+        except OutputError as err:
+            record = {"status": "failed", "reason": "unreadable", "error": str(err)}
+        status = record.get("status", "not started")  # no metrics.json: refused before it started
+        if status == "running" and not process_alive(record):
+            status = "killed"
+        statuses[status] += 1
+        if status in ("failed", "killed"):
+            failures.append({"job": job.name, "reason": record.get("reason", status), "error": record.get("error", "")})
+        value = record.get(metric)
+        if status == "completed" and isinstance(value, (int, float)):
+            scored.append((value, job.name))
+    summary: dict = {"jobs": len(jobs), **dict(statuses), "failures": failures}
+    log.info(f"Sweep {sweep_dir}: {len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))
+    for f in failures:
+        log.info(f"  {f['job']} failed ({f['reason']}): {f['error'][:300]}")
+    if scored:
+        value, name = (min if "loss" in metric else max)(scored)
+        summary["best"] = {"job": name, metric: value}
+        log.info(f"Best: {name}, {metric}={value:.4f}")
+    write_atomic(sweep_dir / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+    return summary
+
+
+class SweepSummary(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir, metric = str(config.hydra.sweep.dir), str(config.get("optimized_metric", "val/acc_best"))
+        atexit.register(summarize, sweep_dir, metric)  # after the sweep, whether or not a job failed
