@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
 from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check, null_group
-from rnnexp.data.datamodule import MnistSequenceDataModule
+from rnnexp.data.datamodule import SequenceDataModule
+from rnnexp.data.datasets import DATASETS, FASHION_MNIST
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
 
@@ -46,7 +47,7 @@ def test_every_group_option_composes_and_passes_the_checks(tmp_path, group, opti
 def test_data_and_model_configs_build_what_they_name(tmp_path, tiny_mnist):
     cfg = composed(tmp_path, f"data.root={tiny_mnist}", "data.val_size=50")
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, MnistSequenceDataModule)
+    assert isinstance(datamodule, SequenceDataModule)
     datamodule.setup()
     assert [len(datamodule.splits[s][1]) for s in ("train", "val", "test")] == [350, 50, 100]
     x, y = next(iter(datamodule.train_dataloader()))
@@ -190,7 +191,7 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["+optimizer.foo=1"], "optimizer.foo: not a setting of optimizer (Adam); the settings are: lr, betas,"),
         (["+optimizer.momentum=0.9"], "optimizer.momentum: not a setting of optimizer (Adam)"),
         (["optimizer=sgd", "+optimizer.alpha=0.9"], "optimizer.alpha: not a setting of optimizer (SGD)"),
-        (["+data.foo=1"], "data.foo: not a setting of data (MnistSequenceDataModule); the settings are: root,"),
+        (["+data.foo=1"], "data.foo: not a setting of data (SequenceDataModule); the settings are: dataset, root,"),
         # what Lightning refuses under manual optimization
         (["+trainer.gradient_clip_val=0.5"], "trainer.gradient_clip_val=0.5: Lightning's clipping does not work"),
         (["+trainer.gradient_clip_val=0.5"], "use grad_clip=0.5"),
@@ -203,6 +204,8 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, rmsprop, sgd"),
         (["data.root=null"], "data.root=null: must be a folder"),
+        # data sets
+        (["data.dataset=cifar10"], "data.dataset=cifar10: must be one of mnist, fashion_mnist"),
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
@@ -228,6 +231,7 @@ def test_check_refuses_in_one_line(tmp_path, overrides, message):
         ["optimizer=rmsprop", "+optimizer.alpha=0.0", "+optimizer.centered=true"],
         ["+optimizer.betas=[0.9,0.99]", "+optimizer.foreach=null"],
         ["~scheduler", "~logger", "~callbacks", "~experiment"],  # what a `group=null` error suggests
+        ["data=fashion_mnist", "data.view=columns"],
     ],
 )
 def test_check_accepts_what_works(tmp_path, overrides):
@@ -251,10 +255,27 @@ def test_settings_are_the_constructors_arguments():
         assert list(settings) == arguments, target
     for group in ("data", "model", "optimizer"):  # every option's class is known, so its keys are checked
         for option in options(group):
-            target = OmegaConf.load(CONF / group / f"{option}.yaml")._target_
+            with initialize_config_dir(str(CONF), version_base="1.3"):
+                target = compose("train", overrides=[f"{group}={option}", "paths.run_dir=."])[group]._target_
             assert target in SETTINGS, f"{group}={option}"
             unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
+
+
+def test_each_data_set_is_an_option_whose_root_variable_its_messages_name(tmp_path):
+    assert options("data") == sorted(DATASETS)
+    for key, dataset in DATASETS.items():
+        data = OmegaConf.to_container(composed(tmp_path, f"data={key}").data)  # interpolations unresolved
+        assert data["dataset"] == key and data["root"].startswith(f"${{env_or:{dataset.root_variable},"), data
+
+
+def test_fashion_mnist_differs_from_mnist_in_its_files_only(tmp_path, tiny_mnist):
+    mnist, fashion = composed(tmp_path).data, composed(tmp_path, "data=fashion_mnist").data
+    assert list(fashion) == list(mnist)  # the same keys, in the same order
+    assert {k for k in mnist if mnist[k] != fashion[k]} == {"dataset", "root"}
+    fashion.root = str(tiny_mnist)
+    datamodule = instantiate(fashion, seed=0)
+    assert datamodule.dataset is FASHION_MNIST and datamodule.num_classes == 10
 
 
 def bool_keys(node: dict, prefix: str = ""):

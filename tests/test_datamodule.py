@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnnexp.data.datamodule import InMemoryBatches, MnistSequenceDataModule
-from rnnexp.data.idx import load_mnist
+from rnnexp.data.datamodule import InMemoryBatches, SequenceDataModule
+from rnnexp.data.datasets import MNIST
+from rnnexp.data.idx import load
 
 
 def test_each_epoch_visits_every_sample_once_in_a_new_order():
@@ -23,17 +24,17 @@ def test_evaluation_batches_keep_the_file_order():
 
 
 def test_validation_is_the_first_training_images_and_test_is_the_test_file(tiny_mnist):
-    dm = MnistSequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
+    dm = SequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
     dm.setup()
-    arrays = load_mnist(tiny_mnist, download_missing=False)
+    arrays = load(tiny_mnist, MNIST, download_missing=False)
     val_x, val_y = dm.splits["val"]
     assert np.array_equal(val_x.numpy(), arrays["train_images"][:50]) and len(dm.splits["train"][1]) == 350
     assert np.array_equal(dm.splits["test"][1].numpy(), arrays["test_labels"])
 
 
 def test_columns_view_reads_the_image_left_to_right(tiny_mnist):
-    rows = MnistSequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
-    cols = MnistSequenceDataModule(root=str(tiny_mnist), val_size=50, view="columns", download=False)
+    rows = SequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
+    cols = SequenceDataModule(root=str(tiny_mnist), val_size=50, view="columns", download=False)
     rows.setup()
     cols.setup()
     assert torch.equal(cols.splits["test"][0], rows.splits["test"][0].transpose(1, 2))
@@ -41,4 +42,4 @@ def test_columns_view_reads_the_image_left_to_right(tiny_mnist):
 
 def test_validation_size_must_leave_training_images(tiny_mnist):
     with pytest.raises(ValueError, match="data.val_size=400: must be between 1 and 399"):
-        MnistSequenceDataModule(root=str(tiny_mnist), val_size=400, download=False).setup()
+        SequenceDataModule(root=str(tiny_mnist), val_size=400, download=False).setup()

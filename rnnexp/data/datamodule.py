@@ -1,4 +1,4 @@
-"""MNIST read as a sequence, held in memory and served in batches cut by index."""
+"""An MNIST-like data set read as a sequence, held in memory and served in batches cut by index."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from rnnexp.data.idx import load_mnist, locate
+from rnnexp.data.datasets import DATASETS
+from rnnexp.data.idx import load, locate
 from rnnexp.errors import ConfigError
 
 # How an image (N, 28, 28) becomes a sequence (N, steps, features).
@@ -69,17 +70,17 @@ def _scale(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(255.0)
 
 
-class MnistSequenceDataModule(pl.LightningDataModule):
-    """Train / validation / test splits of MNIST, served as (batch, steps, features) floats in [0, 1].
+class SequenceDataModule(pl.LightningDataModule):
+    """Train / validation / test splits of MNIST or Fashion-MNIST (`dataset`, a key of DATASETS),
+    served as (batch, steps, features) floats in [0, 1].
 
     The validation set is the first `val_size` training images, as in the classic TensorFlow
     tutorials (55,000 / 5,000); the test set is all 10,000 test images.
     """
 
-    num_classes = 10
-
     def __init__(
         self,
+        dataset: str = "mnist",
         root: str = "data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
@@ -89,23 +90,30 @@ class MnistSequenceDataModule(pl.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
+        if dataset not in DATASETS:
+            raise ConfigError(f"data.dataset={dataset}: choose one of {', '.join(DATASETS)}")
         if view not in VIEWS:
-            raise ValueError(f"data.view={view!r}: choose one of {', '.join(VIEWS)}")
-        self.root, self.view, self.download, self.seed = root, view, download, seed
+            raise ConfigError(f"data.view={view}: choose one of {', '.join(VIEWS)}")
+        self.dataset, self.root, self.view = DATASETS[dataset], root, view
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.download, self.seed = download, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.classes)
 
     @property
     def input_size(self) -> int:
         return 28
 
     def prepare_data(self) -> None:
-        locate(self.root, download_missing=self.download)  # fetch once, before any split is built
+        locate(self.root, self.dataset, download_missing=self.download)  # fetch once, before any split is built
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        arrays = load_mnist(self.root, download_missing=self.download)
+        arrays = load(self.root, self.dataset, download_missing=self.download)
         train_x, train_y = self._tensors(arrays["train_images"], arrays["train_labels"])
         if not 0 < self.val_size < len(train_y):
             raise ConfigError(
