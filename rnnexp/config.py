@@ -21,7 +21,7 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 # so that checking a config does not import torch.
 CELLS = ("rnn", "lstm", "gru")
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
-VIEWS = ("rows", "columns")
+VIEWS = ("rows", "columns", "pixels", "permuted")
 DATASETS = ("mnist", "fashion_mnist")
 # Lightning 2.6's `Trainer(precision=...)` values (lightning_fabric's _PRECISION_INPUT).
 PRECISIONS = (
@@ -40,7 +40,7 @@ METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "te
 # the data's seed: the run's).
 SETTINGS = {
     "rnnexp.data.datamodule.SequenceDataModule": (
-        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "download",
+        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "permutation_seed", "download",
     ),
     "rnnexp.models.classifier.SequenceClassifier": (
         "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
@@ -126,6 +126,7 @@ RULES = {
     "data.eval_batch_size": _integer(1),
     "data.val_size": _integer(1),
     "data.view": _one_of(*VIEWS),
+    "data.permutation_seed": _integer(0, 2**32 - 1),  # NumPy's RandomState takes uint32 seeds
     "data.download": _BOOL,
     "model.cell": _one_of(*CELLS),
     "model.hidden_size": _integer(1),

@@ -204,8 +204,11 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, rmsprop, sgd"),
         (["data.root=null"], "data.root=null: must be a folder"),
-        # data sets
+        # data sets and views
         (["data.dataset=cifar10"], "data.dataset=cifar10: must be one of mnist, fashion_mnist"),
+        (["data.view=diagonal"], "data.view=diagonal: must be one of rows, columns, pixels, permuted"),
+        (["data.permutation_seed=-1"], "data.permutation_seed=-1: must be an integer >= 0 and <= 4294967295"),
+        (["data.permutation_seed=0.5"], "data.permutation_seed=0.5: must be an integer"),
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
@@ -231,7 +234,8 @@ def test_check_refuses_in_one_line(tmp_path, overrides, message):
         ["optimizer=rmsprop", "+optimizer.alpha=0.0", "+optimizer.centered=true"],
         ["+optimizer.betas=[0.9,0.99]", "+optimizer.foreach=null"],
         ["~scheduler", "~logger", "~callbacks", "~experiment"],  # what a `group=null` error suggests
-        ["data=fashion_mnist", "data.view=columns"],
+        ["data=fashion_mnist", "data.view=permuted", "data.permutation_seed=4294967295"],
+        ["data.view=pixels", "data.dataset=fashion_mnist"],
     ],
 )
 def test_check_accepts_what_works(tmp_path, overrides):
