@@ -266,6 +266,17 @@ def test_settings_are_the_constructors_arguments():
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
 
 
+def test_model_options_share_one_base_that_is_not_an_option(tmp_path):
+    base = OmegaConf.load(CONF / "model_base.yaml")
+    assert options("model") == ["gru", "lstm", "rnn"]  # conf/model/ holds the options, and only them
+    for cell in options("model"):
+        own = OmegaConf.load(CONF / "model" / f"{cell}.yaml")
+        assert set(own) == {"defaults", "cell"} and own.cell == cell  # every other key is written once, in the base
+        composed_model = composed(tmp_path, f"model={cell}").model
+        assert list(composed_model) == list(base) and composed_model.cell == cell
+    assert list(base)[1:] == list(SETTINGS[base._target_])  # the base has every setting, in the class's order
+
+
 def test_each_data_set_is_an_option_whose_root_variable_its_messages_name(tmp_path):
     assert options("data") == sorted(DATASETS)
     for key, dataset in DATASETS.items():
@@ -296,6 +307,7 @@ def test_every_boolean_key_in_conf_is_checked():
     files = [(CONF / "train.yaml", "")] + [
         (p, "" if p.parent.name == "experiment" else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
     ]
+    files += [(p, f"{p.stem.removesuffix('_base')}.") for p in CONF.glob("*_base.yaml")]  # model_base.yaml
     keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
     assert keys >= {"test", "data.download", "model.bidirectional"}
     for key in keys:
