@@ -22,7 +22,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 # so that checking a config does not import torch.
 CELLS = ("rnn", "lstm", "gru")
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
-VIEWS = ("rows", "columns")
+VIEWS = ("rows", "columns", "pixels", "permuted")
+DATASETS = ("mnist", "fashion_mnist")
 # Lightning 2.6's `Trainer(precision=...)` values (lightning_fabric's _PRECISION_INPUT).
 PRECISIONS = (
     "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
@@ -39,8 +40,8 @@ METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "te
 # rnnexp passes itself is left out (the model's input_size and num_classes, the optimizer's params,
 # the data's seed: the run's).
 SETTINGS = {
-    "rnnexp.data.datamodule.MnistSequenceDataModule": (
-        "root", "batch_size", "eval_batch_size", "val_size", "view", "download",
+    "rnnexp.data.datamodule.SequenceDataModule": (
+        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "permutation_seed", "download",
     ),
     "rnnexp.models.classifier.SequenceClassifier": (
         "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
@@ -134,11 +135,13 @@ RULES = {
     "grad_clip": _optional(_number(0, low_open=True)),
     "test": _BOOL,
     "optimized_metric": _one_of(*METRICS),
+    "data.dataset": _one_of(*DATASETS),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
     "data.batch_size": _integer(1),
     "data.eval_batch_size": _integer(1),
     "data.val_size": _integer(1),
     "data.view": _one_of(*VIEWS),
+    "data.permutation_seed": _integer(0, 2**32 - 1),  # NumPy's RandomState takes uint32 seeds
     "data.download": _BOOL,
     "model.cell": _one_of(*CELLS),
     "model.hidden_size": _integer(1),

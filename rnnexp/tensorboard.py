@@ -29,10 +29,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | float | str]:
     """The settings of a resolved config that describe the model and its training, as flat keys
-    (`model/cell`, `optimizer/lr`): every model setting, the data view and batch size, the
-    optimizer's class and its arguments, the schedule's class, precision, training length, gradient
-    clipping, seed and the experiment preset. A setting that is null is left out (TensorBoard
-    stores none; the cell stays empty)."""
+    (`model/cell`, `optimizer/lr`): every model setting, the data set, its view (with the permutation's
+    seed for the permuted view) and batch size, the optimizer's class and its arguments, the
+    schedule's class, precision, training length, gradient clipping, seed and the experiment preset.
+    A setting that is null is left out (TensorBoard stores none; the cell stays empty)."""
 
     def name(node: dict | None) -> str:
         return node["_target_"].rsplit(".", 1)[-1] if node else "none"
@@ -43,7 +43,9 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
     trainer = cfg["trainer"]
     settings = {
         **{f"model/{k}": v for k, v in arguments(cfg["model"]).items()},
+        "data/dataset": cfg["data"].get("dataset"),
         "data/view": cfg["data"]["view"],
+        "data/permutation_seed": cfg["data"].get("permutation_seed") if cfg["data"]["view"] == "permuted" else None,
         "data/batch_size": cfg["data"]["batch_size"],
         "optimizer/name": name(cfg["optimizer"]),
         **{f"optimizer/{k}": v for k, v in arguments(cfg["optimizer"]).items()},

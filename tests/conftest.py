@@ -1,4 +1,5 @@
-"""Shared test helpers: tiny generated IDX files, the real MNIST folder, and the real entry point."""
+"""Shared test helpers: tiny generated IDX files, the real MNIST and Fashion-MNIST folders, and the real entry
+point."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 REAL_MNIST = Path(os.environ.get("RNNEXP_DATA_DIR", ROOT.parent / "shared" / "data" / "mnist"))
+REAL_FASHION_MNIST = Path(os.environ.get("RNNEXP_FASHION_MNIST_DIR", ROOT.parent / "shared" / "data" / "fashion-mnist"))
 
 
 def idx_bytes(array: np.ndarray, magic: bytes | None = None) -> bytes:
@@ -40,10 +42,11 @@ def learnable_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_mnist(root: Path, n_train: int = 400, n_test: int = 100) -> Path:
-    """The four MNIST files, tiny: train files gzip-compressed, test files plain."""
+def write_mnist(root: Path, n_train: int = 400, n_test: int = 100, seed: int = 0) -> Path:
+    """The four MNIST files, tiny: train files gzip-compressed, test files plain. Another `seed` (by 2 or more)
+    gives four files of other content."""
     root.mkdir(parents=True, exist_ok=True)
-    train, test = learnable_digits(n_train, 0), learnable_digits(n_test, 1)
+    train, test = learnable_digits(n_train, seed), learnable_digits(n_test, seed + 1)
     write_idx(root / "train-images-idx3-ubyte.gz", train[0])
     write_idx(root / "train-labels-idx1-ubyte.gz", train[1])
     write_idx(root / "t10k-images-idx3-ubyte", test[0])
@@ -56,14 +59,24 @@ def tiny_mnist(tmp_path_factory) -> Path:
     return write_mnist(tmp_path_factory.mktemp("tiny_mnist"))
 
 
-@pytest.fixture(scope="session")
-def real_mnist() -> Path:
-    if not all((REAL_MNIST / f"{n}.gz").exists() or (REAL_MNIST / n).exists() for n in REAL_FILES):
-        message = f"real MNIST not found in {REAL_MNIST} (set RNNEXP_DATA_DIR)"
+def _real(folder: Path, what: str, variable: str) -> Path:
+    """A folder of real data, or a skip where it is missing (a failure with CI=true)."""
+    if not all((folder / f"{n}.gz").exists() or (folder / n).exists() for n in REAL_FILES):
+        message = f"real {what} not found in {folder} (set {variable})"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return REAL_MNIST
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_mnist() -> Path:
+    return _real(REAL_MNIST, "MNIST", "RNNEXP_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist() -> Path:
+    return _real(REAL_FASHION_MNIST, "Fashion-MNIST", "RNNEXP_FASHION_MNIST_DIR")
 
 
 REAL_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

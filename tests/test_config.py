@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
 from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check, null_group
-from rnnexp.data.datamodule import MnistSequenceDataModule
+from rnnexp.data.datamodule import SequenceDataModule
+from rnnexp.data.datasets import DATASETS, FASHION_MNIST
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
 
@@ -46,7 +47,7 @@ def test_every_group_option_composes_and_passes_the_checks(tmp_path, group, opti
 def test_data_and_model_configs_build_what_they_name(tmp_path, tiny_mnist):
     cfg = composed(tmp_path, f"data.root={tiny_mnist}", "data.val_size=50")
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, MnistSequenceDataModule)
+    assert isinstance(datamodule, SequenceDataModule)
     datamodule.setup()
     assert [len(datamodule.splits[s][1]) for s in ("train", "val", "test")] == [350, 50, 100]
     x, y = next(iter(datamodule.train_dataloader()))
@@ -190,7 +191,7 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["+optimizer.foo=1"], "optimizer.foo: not a setting of optimizer (Adam); the settings are: lr, betas,"),
         (["+optimizer.momentum=0.9"], "optimizer.momentum: not a setting of optimizer (Adam)"),
         (["optimizer=sgd", "+optimizer.alpha=0.9"], "optimizer.alpha: not a setting of optimizer (SGD)"),
-        (["+data.foo=1"], "data.foo: not a setting of data (MnistSequenceDataModule); the settings are: root,"),
+        (["+data.foo=1"], "data.foo: not a setting of data (SequenceDataModule); the settings are: dataset, root,"),
         (["+trainer.foo=1"], "trainer.foo: not a setting of trainer (Trainer); the settings are: accelerator,"),
         (["+trainer.logger=false"], "trainer.logger: not a setting of trainer (Trainer)"),  # the logger group's
         # what Lightning refuses under manual optimization
@@ -210,6 +211,11 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         # OmegaConf's `???` (no value) and interpolations that do not resolve: named, not skipped or raised
         (["seed=???"], "seed=???: no value given; set seed=<value>, an integer >= 0"),
         (["model.hidden_size=${model.nope}"], "model.hidden_size: Interpolation key 'model.nope' not found"),
+        # data sets and views
+        (["data.dataset=cifar10"], "data.dataset=cifar10: must be one of mnist, fashion_mnist"),
+        (["data.view=diagonal"], "data.view=diagonal: must be one of rows, columns, pixels, permuted"),
+        (["data.permutation_seed=-1"], "data.permutation_seed=-1: must be an integer >= 0 and <= 4294967295"),
+        (["data.permutation_seed=0.5"], "data.permutation_seed=0.5: must be an integer"),
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
@@ -235,6 +241,8 @@ def test_check_refuses_in_one_line(tmp_path, overrides, message):
         ["optimizer=rmsprop", "+optimizer.alpha=0.0", "+optimizer.centered=true"],
         ["+optimizer.betas=[0.9,0.99]", "+optimizer.foreach=null"],
         ["~scheduler", "~logger", "~callbacks", "~experiment"],  # what a `group=null` error suggests
+        ["data=fashion_mnist", "data.view=permuted", "data.permutation_seed=4294967295"],
+        ["data.view=pixels", "data.dataset=fashion_mnist"],
     ],
 )
 def test_check_accepts_what_works(tmp_path, overrides):
@@ -258,11 +266,39 @@ def test_settings_are_the_constructors_arguments():
         assert list(settings) == arguments, target
     for group in ("data", "model", "optimizer"):  # every option's class is known, so its keys are checked
         for option in options(group):
-            target = OmegaConf.load(CONF / group / f"{option}.yaml")._target_
+            with initialize_config_dir(str(CONF), version_base="1.3"):
+                target = compose("train", overrides=[f"{group}={option}", "paths.run_dir=."])[group]._target_
             assert target in SETTINGS, f"{group}={option}"
             unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
     assert OmegaConf.load(CONF / "trainer" / "cpu.yaml")._target_ in SETTINGS  # gpu and auto extend cpu
+
+
+def test_model_options_share_one_base_that_is_not_an_option(tmp_path):
+    base = OmegaConf.load(CONF / "model_base.yaml")
+    assert options("model") == ["gru", "lstm", "rnn"]  # conf/model/ holds the options, and only them
+    for cell in options("model"):
+        own = OmegaConf.load(CONF / "model" / f"{cell}.yaml")
+        assert set(own) == {"defaults", "cell"} and own.cell == cell  # every other key is written once, in the base
+        composed_model = composed(tmp_path, f"model={cell}").model
+        assert list(composed_model) == list(base) and composed_model.cell == cell
+    assert list(base)[1:] == list(SETTINGS[base._target_])  # the base has every setting, in the class's order
+
+
+def test_each_data_set_is_an_option_whose_root_variable_its_messages_name(tmp_path):
+    assert options("data") == sorted(DATASETS)
+    for key, dataset in DATASETS.items():
+        data = OmegaConf.to_container(composed(tmp_path, f"data={key}").data)  # interpolations unresolved
+        assert data["dataset"] == key and data["root"].startswith(f"${{env_or:{dataset.root_variable},"), data
+
+
+def test_fashion_mnist_differs_from_mnist_in_its_files_only(tmp_path, tiny_mnist):
+    mnist, fashion = composed(tmp_path).data, composed(tmp_path, "data=fashion_mnist").data
+    assert list(fashion) == list(mnist)  # the same keys, in the same order
+    assert {k for k in mnist if mnist[k] != fashion[k]} == {"dataset", "root"}
+    fashion.root = str(tiny_mnist)
+    datamodule = instantiate(fashion, seed=0)
+    assert datamodule.dataset is FASHION_MNIST and datamodule.num_classes == 10
 
 
 def bool_keys(node: dict, prefix: str = ""):
@@ -282,6 +318,7 @@ def test_every_boolean_key_in_conf_is_checked():
     files = [(CONF / "train.yaml", "")] + [
         (p, "" if p.parent.name in GLOBAL_GROUPS else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
     ]
+    files += [(p, f"{p.stem.removesuffix('_base')}.") for p in CONF.glob("*_base.yaml")]  # model_base.yaml
     keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
     assert keys >= {"test", "data.download", "model.bidirectional"}
     for key in keys:

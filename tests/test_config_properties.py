@@ -142,7 +142,7 @@ def test_check_refuses_exactly_what_the_rule_refuses_naming_the_key(hydra_conf, 
     composed = OmegaConf.select(cfg, key, throw_on_missing=False) if value != "???" else "???"
     assert value == "???" or same(composed, value), f"Hydra turned {render(value)} into {composed!r}"
     with (
-        mock.patch("rnnexp.data.idx.load_mnist", reads_no_data),
+        mock.patch("rnnexp.data.idx.load", reads_no_data),
         mock.patch("rnnexp.data.idx.locate", reads_no_data),
     ):
         try:

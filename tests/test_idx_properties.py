@@ -11,7 +11,8 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from rnnexp.data.idx import FILES, IdxError, load_mnist, read_idx
+from rnnexp.data.datasets import MNIST
+from rnnexp.data.idx import IdxError, load, read_idx
 
 SETTINGS = settings(max_examples=100, deadline=None)
 MAGIC = st.one_of(
@@ -100,12 +101,12 @@ def test_mutated_files_give_an_array_or_an_idx_error(data, ndim, layout, break_g
 
 
 @SETTINGS
-@given(data=st.data(), key=st.sampled_from(sorted(FILES)), how=st.sampled_from(["random", "mutated", "twin"]))
-def test_load_mnist_with_one_bad_file_gives_valid_arrays_or_an_idx_error(data, key, how):
+@given(data=st.data(), key=st.sampled_from(sorted(MNIST.files)), how=st.sampled_from(["random", "mutated", "twin"]))
+def test_load_with_one_bad_file_gives_valid_arrays_or_an_idx_error(data, key, how):
     """One of the four files replaced by random or mutated bytes, or a mutated copy beside it (x and x.gz)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = write_mnist(Path(tmp).resolve() / "mnist", n_train=3, n_test=2)
-        name, ndim = FILES[key][0], 3 if key.endswith("images") else 1
+        name, ndim = MNIST.files[key].name, 3 if key.endswith("images") else 1
         path = next(p for p in (root / f"{name}.gz", root / name) if p.exists())
         layout = "gzip" if path.suffix == ".gz" else "plain"
         if how == "random":
@@ -117,7 +118,7 @@ def test_load_mnist_with_one_bad_file_gives_valid_arrays_or_an_idx_error(data, k
                 layout = "plain" if layout == "gzip" else "gzip"
             write(root / name, bad, layout)
         try:
-            loaded = load_mnist(root, download_missing=False)
+            loaded = load(root, MNIST, download_missing=False)
         except IdxError as err:
             assert str(root) in str(err) and "\n" not in str(err)
             event("IdxError")

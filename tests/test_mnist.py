@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import ROOT, run_train
 
-from rnnexp.data.idx import load_mnist
+from rnnexp.data.datasets import MNIST
+from rnnexp.data.idx import load
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_evaluate_reproduces_the_recorded_test_accuracy(trained):
 def test_predict_classifies_real_test_digits_saved_as_png(trained, real_mnist, tmp_path):
     from PIL import Image
 
-    arrays = load_mnist(real_mnist, download_missing=False)
+    arrays = load(real_mnist, MNIST, download_missing=False)
     files = []
     for k in range(10):
         files.append(tmp_path / f"digit{k}_is_{arrays['test_labels'][k]}.png")

@@ -1,10 +1,12 @@
-"""The notebook presets: each composes as documented, and all of them train under one glob sweep."""
+"""The presets: the notebooks' and the sequential-MNIST ones each compose as documented, and all of them train
+under one glob sweep."""
 
 import json
 
 import pytest
 from conftest import CONF, TINY, run_train
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 
 from rnnexp.config import check
 
@@ -21,11 +23,18 @@ EXPECTED = {
 }
 
 
-def test_every_notebook_variant_has_a_preset():
-    assert PRESETS == sorted(EXPECTED)
+# Sequential and permuted sequential MNIST: (view, published LSTM accuracy, the source named in the file).
+SEQUENTIAL = {
+    "smnist_lstm": ("pixels", 0.989, "Cooijmans et al. 2016"),
+    "pmnist_lstm": ("permuted", 0.902, "Cooijmans et al. 2016"),
+}
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+def test_every_notebook_variant_and_sequential_task_has_a_preset():
+    assert PRESETS == sorted([*EXPECTED, *SEQUENTIAL])
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED))
 def test_preset_sets_the_notebooks_settings(tmp_path, preset):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", f"paths.run_dir={tmp_path}"])
@@ -38,6 +47,25 @@ def test_preset_sets_the_notebooks_settings(tmp_path, preset):
     assert set(cfg.reference) == {"accuracy", "measured_on"} and cfg.reference.measured_on
     comment = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()[1]
     assert comment.startswith("# Reproduces")
+
+
+@pytest.mark.parametrize("preset", sorted(SEQUENTIAL))
+def test_sequential_preset_reads_pixels_with_a_clipped_lstm(tmp_path, tiny_mnist, preset):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={preset}", f"paths.run_dir={tmp_path}"])
+    check(cfg)
+    view, accuracy, source = SEQUENTIAL[preset]
+    assert (cfg.data.view, cfg.data.dataset, cfg.data.batch_size) == (view, "mnist", 128)
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.layers, cfg.model.forget_bias) == ("lstm", 128, 1, 1.0)
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3 and cfg.grad_clip == 1.0
+    assert cfg.scheduler._target_.endswith("OneCycleLR")
+    assert cfg.reference.accuracy == accuracy and source in cfg.reference.measured_on
+    assert source in (CONF / "experiment" / f"{preset}.yaml").read_text()
+    cfg.data.root, cfg.data.val_size = str(tiny_mnist), 50
+    datamodule = instantiate(cfg.data, seed=cfg.seed)
+    assert datamodule.input_size == 1  # the model reads one pixel a step
+    datamodule.setup()
+    assert datamodule.splits["test"][0].shape == (100, 784, 1)
 
 
 def test_glob_sweep_trains_every_preset_for_the_steps_asked(tmp_path, tiny_mnist):

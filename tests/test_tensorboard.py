@@ -8,12 +8,13 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
+import rnnexp.config  # noqa: F401  registers ${env_or:}, which the composed config's paths use
 from rnnexp.tensorboard import hparams
 
 # Every model setting (input_projection is null unless set, and left out), then the training's.
 MODEL = {f"model/{k}" for k in "cell hidden_size layers bidirectional dropout nonlinearity forget_bias".split()}
 MODEL |= {"model/init", "model/readout_init", "model/projection_init"}
-TRAINING = {"data/view", "data/batch_size", "optimizer/name", "optimizer/lr", "optimizer/weight_decay"}
+TRAINING = {"data/dataset", "data/view", "data/batch_size", "optimizer/name", "optimizer/lr", "optimizer/weight_decay"}
 TRAINING |= {"scheduler/name", "trainer/precision", "trainer/max_epochs", "trainer/max_steps", "grad_clip", "seed"}
 
 
@@ -35,6 +36,13 @@ def test_settings_are_the_model_and_its_training_without_paths_or_switches(tmp_p
     assert preset["experiment"] == "simple_rnn_relu" and preset["model/nonlinearity"] == "relu"
     sgd = hparams(resolved(tmp_path, "optimizer=sgd", "model.input_projection=64"))
     assert sgd["optimizer/momentum"] == 0.9 and sgd["model/input_projection"] == 64
+    permuted = hparams(resolved(tmp_path, "data=fashion_mnist", "data.view=permuted", "data.permutation_seed=7"))
+    assert set(permuted) == MODEL | TRAINING | {"data/permutation_seed"}  # only the permuted view has one
+    assert (permuted["data/dataset"], permuted["data/view"], permuted["data/permutation_seed"]) == (
+        "fashion_mnist",
+        "permuted",
+        7,
+    )
 
 
 def test_run_writes_its_settings_for_hparams_and_only_curves_before_the_test_metrics(tmp_path, tiny_mnist):

@@ -1,4 +1,4 @@
-"""MNIST read as a sequence, held in memory and served in batches cut by index."""
+"""An MNIST-like data set read as a sequence, held in memory and served in batches cut by index."""
 
 from __future__ import annotations
 
@@ -8,13 +8,24 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from rnnexp.data.idx import load_mnist, locate
+from rnnexp.data.datasets import DATASETS
+from rnnexp.data.idx import load, locate
 from rnnexp.errors import ConfigError
 
-# How an image (N, 28, 28) becomes a sequence (N, steps, features).
+
+def permutation(seed: int, pixels: int = 28 * 28) -> torch.Tensor:
+    """The order in which data.view=permuted reads an image's pixels: drawn from `seed` alone, with
+    NumPy's RandomState, whose stream NumPy keeps unchanged across versions, so that a run's
+    data.permutation_seed (in its config.yaml and its checkpoints) rebuilds the same order."""
+    return torch.from_numpy(np.random.RandomState(seed).permutation(pixels))
+
+
+# How images (N, 28, 28) become sequences (N, steps, features), given data.permutation_seed.
 VIEWS = {
-    "rows": lambda images: images,  # 28 steps of 28 pixels, top to bottom
-    "columns": lambda images: images.transpose(1, 2).contiguous(),  # 28 steps, left to right
+    "rows": lambda images, seed: images,  # 28 steps of 28 pixels, top to bottom
+    "columns": lambda images, seed: images.transpose(1, 2).contiguous(),  # 28 steps, left to right
+    "pixels": lambda images, seed: images.flatten(1).unsqueeze(-1),  # sequential MNIST: 784 steps of 1 pixel
+    "permuted": lambda images, seed: images.flatten(1)[:, permutation(seed, images[0].numel())].unsqueeze(-1),
 }
 
 
@@ -69,43 +80,57 @@ def _scale(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32).div_(255.0)
 
 
-class MnistSequenceDataModule(pl.LightningDataModule):
-    """Train / validation / test splits of MNIST, served as (batch, steps, features) floats in [0, 1].
+class SequenceDataModule(pl.LightningDataModule):
+    """Train / validation / test splits of MNIST or Fashion-MNIST (`dataset`, a key of DATASETS),
+    served as (batch, steps, features) floats in [0, 1].
 
     The validation set is the first `val_size` training images, as in the classic TensorFlow
-    tutorials (55,000 / 5,000); the test set is all 10,000 test images.
+    tutorials (55,000 / 5,000); the test set is all 10,000 test images. `view` says how an image
+    becomes a sequence (VIEWS); `permutation_seed` draws the pixel order of the permuted view.
     """
-
-    num_classes = 10
 
     def __init__(
         self,
+        dataset: str = "mnist",
         root: str = "data",
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         view: str = "rows",
+        permutation_seed: int = 0,
         download: bool = True,
         seed: int = 0,
     ):
         super().__init__()
+        if dataset not in DATASETS:
+            raise ConfigError(f"data.dataset={dataset}: choose one of {', '.join(DATASETS)}")
         if view not in VIEWS:
-            raise ValueError(f"data.view={view!r}: choose one of {', '.join(VIEWS)}")
-        self.root, self.view, self.download, self.seed = root, view, download, seed
+            raise ConfigError(f"data.view={view}: choose one of {', '.join(VIEWS)}")
+        self.dataset, self.root, self.view, self.permutation_seed = DATASETS[dataset], root, view, permutation_seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
+        self.download, self.seed = download, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
+    def num_classes(self) -> int:
+        return len(self.dataset.classes)
+
+    @property
     def input_size(self) -> int:
-        return 28
+        """Features per time step: 28 for rows and columns, 1 for pixels and permuted."""
+        return self.sequences(torch.zeros(1, 28, 28, dtype=torch.uint8)).shape[-1]
+
+    def sequences(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (N, 28, 28) as this view's sequences (N, steps, features)."""
+        return VIEWS[self.view](images, self.permutation_seed)
 
     def prepare_data(self) -> None:
-        locate(self.root, download_missing=self.download)  # fetch once, before any split is built
+        locate(self.root, self.dataset, download_missing=self.download)  # fetch once, before any split is built
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        arrays = load_mnist(self.root, download_missing=self.download)
+        arrays = load(self.root, self.dataset, download_missing=self.download)
         train_x, train_y = self._tensors(arrays["train_images"], arrays["train_labels"])
         if not 0 < self.val_size < len(train_y):
             raise ConfigError(
@@ -121,7 +146,7 @@ class MnistSequenceDataModule(pl.LightningDataModule):
 
     def _tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, steps, features) and int64 labels, copied from the read-only arrays."""
-        return VIEWS[self.view](torch.tensor(images)), torch.from_numpy(labels.astype(np.int64))
+        return self.sequences(torch.tensor(images)), torch.from_numpy(labels.astype(np.int64))
 
     def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
         self.setup()

@@ -1,14 +1,16 @@
-"""Read, validate and fetch the four MNIST IDX files.
+"""Read, validate and fetch a data set's four IDX files, and tell by their content which data set they hold.
 
 The IDX format: a 4-byte magic number (two zero bytes, a type code, the number of dimensions), one
 big-endian uint32 per dimension, then the data. MNIST uses type 0x08 (unsigned byte) for both the
-images (3 dimensions) and the labels (1 dimension). Files may be gzip-compressed or plain.
+images (3 dimensions) and the labels (1 dimension), and so does Fashion-MNIST, under the same file
+names. Files may be gzip-compressed or plain. What each data set's files are is in datasets.py.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import math
 import os
 import struct
@@ -20,22 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnexp.data.datasets import DATASETS, DataSet
 from rnnexp.errors import DataError
 
-# (file name, MD5 of the published .gz file) as served by the mirrors torchvision uses.
-FILES = {
-    "train_images": ("train-images-idx3-ubyte", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    "train_labels": ("train-labels-idx1-ubyte", "d53e105ee54ea40749a09fcbcd1e9432"),
-    "test_images": ("t10k-images-idx3-ubyte", "9fb629c4189551a2d022fa330f9573f3"),
-    "test_labels": ("t10k-labels-idx1-ubyte", "ec29112dd5afa0611ce80d1b7f02629c"),
-}
-MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
 UBYTE = 0x08
 # What to do about a file that is there but unusable, said in every such error.
-REPLACE = "replace it with the original MNIST file, or delete it to download it again"
+REPLACE = "replace it with the original file, or delete it to download it again"
+log = logging.getLogger(__name__)
 
 
 class IdxError(DataError):
@@ -107,7 +100,7 @@ def md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(root: Path, name: str, checksum: str, mirrors=MIRRORS) -> Path:
+def download(root: Path, name: str, checksum: str, mirrors: tuple[str, ...]) -> Path:
     """Fetch `name`.gz from the first mirror that serves it with the right MD5.
 
     The file is written under a temporary name and renamed only once verified, so an interrupted
@@ -137,8 +130,12 @@ def download(root: Path, name: str, checksum: str, mirrors=MIRRORS) -> Path:
     raise OSError("; ".join(errors))
 
 
-def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, Path]:
-    """Paths of the four MNIST files in `root`, downloading the missing ones when allowed.
+def locate(
+    root: str | os.PathLike, dataset: DataSet, download_missing: bool = True, mirrors: tuple[str, ...] | None = None
+) -> dict[str, Path]:
+    """Paths of the data set's four files: in `root`; where `root` has none of them and a system
+    package has installed all four (dataset.system_folder), there; else downloaded into `root` from
+    `mirrors` (the data set's own unless given) when allowed.
 
     Raises one IdxError that lists every file still missing, the folder searched and how to
     provide the files.
@@ -146,67 +143,132 @@ def locate(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRO
     root = Path(root).expanduser().resolve()
     if root.exists() and not root.is_dir():  # else: every file "missing", and downloads failing on it
         raise IdxError(
-            f"{root} is a file, not a folder; point data.root (or the RNNEXP_DATA_DIR environment variable) "
-            "at the folder that holds the four MNIST files"
+            f"{root} is a file, not a folder; point data.root (or the {dataset.root_variable} environment "
+            f"variable) at the folder that holds the four {dataset.title} files"
         )
+    found = {key: find(root, file.name) for key, file in dataset.files.items()}
+    system = dataset.system_folder
+    if not any(found.values()) and system is not None and system.is_dir():
+        installed = {key: find(system, file.name) for key, file in dataset.files.items()}
+        if all(installed.values()):
+            return installed
     paths, missing, failures = {}, [], []
-    for key, (name, checksum) in FILES.items():
-        path = find(root, name)
+    for key, file in dataset.files.items():
+        path = found[key]
         if path is None and download_missing:
             try:
-                path = download(root, name, checksum, mirrors)
+                path = download(root, file.name, file.download_md5, mirrors or dataset.mirrors)
             except OSError as err:
-                failures.append(f"{name}.gz ({err})")
+                failures.append(f"{file.name}.gz ({err})")
         if path is None:
-            missing.append(name)
+            missing.append(file.name)
         else:
             paths[key] = path
     if missing:
         how = "download failed: " + "; ".join(failures) + ". " if failures else ""
+        package = f", or install {dataset.system_package} (it puts them in {system})" if system else ""
         raise IdxError(
-            f"MNIST files missing from {root}: {', '.join(f'{m}[.gz]' for m in missing)}. {how}"
-            "Copy the four IDX files (gzip or plain) there, or point data.root (or the "
-            "RNNEXP_DATA_DIR environment variable) at a folder that has them."
+            f"{dataset.title} files missing from {root}: {', '.join(f'{m}[.gz]' for m in missing)}. {how}"
+            f"Copy the four IDX files (gzip or plain) there, or point data.root (or the {dataset.root_variable} "
+            f"environment variable) at a folder that has them{package}."
         )
     return paths
 
 
-# Parsed files by (path, size, modification time), the plain twins of .gz files included: the jobs of
-# a sweep run in one process, and parse and validate the files once between them. The arrays are
-# read-only.
-_PARSED: dict[tuple, dict[str, np.ndarray]] = {}
+# Parsed files and the MD5 of each one's content by (path, size, modification time), the plain twins
+# of .gz files included: the jobs of a sweep run in one process, and read, validate and check the
+# files once between them. One version of each file is kept (a sweep over data sets keeps each set).
+# The arrays are read-only.
+_PARSED: dict[tuple, tuple[dict[str, np.ndarray], dict[str, str]]] = {}
 
 
-def load_mnist(root: str | os.PathLike, download_missing: bool = True, mirrors=MIRRORS) -> dict[str, np.ndarray]:
-    """The four MNIST arrays, validated: uint8 images (N, 28, 28) and labels (N,) in 0..9."""
-    paths = locate(root, download_missing, mirrors)
+def load(
+    root: str | os.PathLike, dataset: DataSet, download_missing: bool = True, mirrors: tuple[str, ...] | None = None
+) -> dict[str, np.ndarray]:
+    """The data set's four arrays, validated: uint8 images (N, 28, 28) and labels (N,) naming one of its classes.
+
+    Files of another known data set stop it (Fashion-MNIST's where MNIST's were asked for, or the
+    reverse); files of no known data set are taken, with a warning that names them.
+    """
+    root = Path(root).expanduser().resolve()
+    paths = locate(root, dataset, download_missing, mirrors)
+    folder = paths["train_images"].parent
+    if folder != root:
+        log.info(f"{dataset.title}: {root} has none of its files; using {folder}, from {dataset.system_package}")
     files = [f for p in paths.values() for f in (p, twin(p)) if f is not None]
     key = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     if key not in _PARSED:
-        _PARSED.clear()  # keep one data set, not every version of it
-        _PARSED[key] = _parse(paths)
-    return _PARSED[key]
+        names = {name for name, *_ in key}
+        for stale in [k for k in _PARSED if names & {name for name, *_ in k}]:
+            del _PARSED[stale]  # an older version of these files
+        _PARSED[key] = _parse(paths, dataset)
+    arrays, digests = _PARSED[key]
+    _identify(folder, paths, digests, dataset)
+    return arrays
 
 
-def _parse(paths: dict[str, Path]) -> dict[str, np.ndarray]:
+def _identify(folder: Path, paths: dict[str, Path], digests: dict[str, str], dataset: DataSet) -> None:
+    """Stop on a file of another known data set, or of another role; warn about files of none."""
+    known = {file.md5: (other, role) for other in DATASETS.values() for role, file in other.files.items()}
+    misplaced, unknown = {}, []
+    for role, path in paths.items():
+        owner = known.get(digests[role])
+        if owner is None:
+            unknown.append(path.name)
+        elif owner[0] is not dataset or owner[1] != role:
+            misplaced[role] = owner
+    owners = {id(other) for other, _ in misplaced.values()}
+    if len(misplaced) == len(paths) and len(owners) == 1 and all(r == role for role, (_, r) in misplaced.items()):
+        other = next(iter(misplaced.values()))[0]
+        raise IdxError(
+            f"{folder}: these are the {other.title} files; use data={other.key}, or point data.root at {dataset.title}"
+        )
+    if misplaced:
+        role, (other, other_role) = next(iter(misplaced.items()))
+        raise IdxError(
+            f"{paths[role]}: holds {other.title}'s {other.files[other_role].name}, not {dataset.title}'s "
+            f"{dataset.files[role].name}; put {dataset.title}'s file there, or point data.root at a folder of "
+            f"{dataset.title}"
+        )
+    if unknown:
+        log.warning(
+            f"{folder}: {', '.join(unknown)}: not the published {dataset.title} files (nor any known data set's); "
+            "read as your own IDX files"
+        )
+
+
+def _parse(paths: dict[str, Path], dataset: DataSet) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The validated arrays, and the MD5 of each file's content, by role."""
     arrays = {}
     for split in ("train", "test"):
         images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
         images, labels = _read_one(images_path, ndim=3), _read_one(labels_path, ndim=1)
         for path, array, what in ((images_path, images, "images"), (labels_path, labels, "labels")):
             if len(array) == 0:
-                raise IdxError(f"{path}: holds 0 {what}; replace it with the complete MNIST file")
+                raise IdxError(f"{path}: holds 0 {what}; replace it with the complete {dataset.title} file")
         if images.shape[1:] != (28, 28):
             raise IdxError(f"{images_path}: images are {images.shape[1:]}, expected (28, 28); {REPLACE}")
         if len(images) != len(labels):
             raise IdxError(
                 f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels; replace "
-                "them with the original MNIST files, or delete them to download them again"
+                f"them with the original {dataset.title} files, or delete them to download them again"
             )
-        if labels.max() > 9:
-            raise IdxError(f"{labels_path}: label {labels.max()} outside 0-9; {REPLACE}")
+        if labels.max() >= len(dataset.classes):
+            raise IdxError(f"{labels_path}: label {labels.max()} outside 0-{len(dataset.classes) - 1}; {REPLACE}")
         arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    return arrays
+    return arrays, {role: content_md5(array) for role, array in arrays.items()}
+
+
+def content_md5(array: np.ndarray) -> str:
+    """The MD5 of the IDX content `array` was read from (read_idx checked that the file is its header
+    and its data, nothing else): a file's uncompressed MD5, without reading the file again."""
+    digest = hashlib.md5(_header(array))
+    digest.update(array.reshape(-1).data)
+    return digest.hexdigest()
+
+
+def _header(array: np.ndarray) -> bytes:
+    return bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
 
 
 def _read_one(path: Path, ndim: int) -> np.ndarray:
@@ -224,7 +286,7 @@ def _read_one(path: Path, ndim: int) -> np.ndarray:
 
 def _holds(path: Path, array: np.ndarray) -> bool:
     """Whether the plain IDX file `path` holds exactly `array` (its size is compared first)."""
-    header = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = _header(array)
     try:
         if path.stat().st_size != len(header) + array.nbytes:
             return False
