@@ -55,7 +55,7 @@ def read_image(path: str | Path) -> np.ndarray:
     resized = Image.fromarray(square).resize(
         (SIDE, SIDE), Image.Resampling.LANCZOS if side > SIDE else Image.Resampling.BILINEAR
     )
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)  # a writable copy, as torch.from_numpy wants
 
 
 def predict(argv: list[str]) -> int:
@@ -79,7 +79,7 @@ def predict(argv: list[str]) -> int:
             failed += 1
             continue
         with torch.no_grad():
-            probs = model(datamodule.sequences(torch.from_numpy(image)[None])).softmax(-1)[0]
+            probs = model(datamodule.inputs(torch.from_numpy(image)[None])).softmax(-1)[0]
         top = probs.topk(min(3, len(probs)))
         guesses = ", ".join(
             f"{datamodule.classes[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())

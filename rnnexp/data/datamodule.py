@@ -120,9 +120,27 @@ class SequenceDataModule(pl.LightningDataModule):
         """Features per time step: 28 for rows and columns, 1 for pixels and permuted."""
         return self.sequences(torch.zeros(1, 28, 28, dtype=torch.uint8)).shape[-1]
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names: label i is classes[i]."""
+        return self.dataset.classes
+
     def sequences(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, 28, 28) as this view's sequences (N, steps, features)."""
         return VIEWS[self.view](images, self.permutation_seed)
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, 28, 28) as the model reads them in training: this view's sequences of
+        floats in [0, 1]."""
+        return _scale(self.sequences(images))
+
+    def images(self, split: str) -> torch.Tensor:
+        """A split's images as read, uint8 (N, 28, 28), to show them (the splits hold sequences)."""
+        arrays = load(self.root, self.dataset, download_missing=False)  # parsed once per process
+        if split == "test":
+            return torch.tensor(arrays["test_images"])
+        v = self.val_size
+        return torch.tensor(arrays["train_images"][:v] if split == "val" else arrays["train_images"][v:])
 
     def prepare_data(self) -> None:
         locate(self.root, self.dataset, download_missing=self.download)  # fetch once, before any split is built
