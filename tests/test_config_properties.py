@@ -35,10 +35,9 @@ CONTEXT = {
 # must be refused whatever the rule says about ranges.
 INT, NUMBER, BOOL, STR, NONE, LIST = (int,), (int, float), (bool,), (str,), (type(None),), (list,)
 KINDS = {
-    **dict.fromkeys(
-        ["seed", "data.batch_size", "data.eval_batch_size", "data.val_size", "model.hidden_size", "model.layers"], INT
-    ),
-    **dict.fromkeys(["trainer.max_epochs", "trainer.max_steps", "trainer.log_every_n_steps"], INT),
+    **dict.fromkeys(["seed", "data.batch_size", "data.eval_batch_size", "data.val_size", "data.permutation_seed"], INT),
+    **dict.fromkeys(["model.hidden_size", "model.layers", "trainer.max_epochs", "trainer.max_steps"], INT),
+    "trainer.log_every_n_steps": INT,
     **dict.fromkeys(["model.input_projection", "callbacks.last.every_n_steps"], INT + NONE),
     **dict.fromkeys(["model.dropout", "model.forget_bias", "optimizer.lr", "optimizer.weight_decay"], NUMBER),
     **dict.fromkeys(["optimizer.momentum", "optimizer.dampening", "optimizer.alpha", "optimizer.eps"], NUMBER),
@@ -53,7 +52,7 @@ KINDS = {
     **{f"optimizer.{k}": BOOL + NONE for k in ("foreach", "fused")},
     **{f"trainer.{k}": BOOL + NONE for k in TRAINER_FLAGS},
     "trainer.deterministic": BOOL + NONE + STR,  # "warn"
-    **dict.fromkeys(["optimized_metric", "data.view", "model.cell", "model.nonlinearity"], STR),
+    **dict.fromkeys(["optimized_metric", "data.view", "data.dataset", "model.cell", "model.nonlinearity"], STR),
     **dict.fromkeys(["model.init", "model.readout_init", "model.projection_init", "data.root"], STR),
     "trainer.precision": STR + INT,
     "ckpt_path": STR + NONE,

@@ -47,7 +47,7 @@ def one_error_line(result) -> str:
 
 # --- data --------------------------------------------------------------------------------------
 
-REPLACE = "replace it with the original MNIST file, or delete it to download it again"
+REPLACE = "replace it with the original file, or delete it to download it again"
 
 
 def truncate_gzip(root: Path) -> tuple[Path, str]:
