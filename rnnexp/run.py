@@ -40,12 +40,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
-from rnnexp.record import CONFIG, RunRecord, process_alive
+from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
 
 log = logging.getLogger("rnnexp")
 
@@ -125,8 +125,11 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     """Run `task` for one job with its record, status, seeding, signals and failure policy; return
     the metric the sweeper optimizes (None when the run did not produce it)."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    launcher = HydraConfig.get().runtime.choices.get("hydra/launcher") if multirun else None
     try:
-        check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
+        check(
+            cfg, multirun=multirun, launcher=launcher
+        )  # a sweep was checked whole before it started; a single run is here
         job = open_job(cfg)
     except ExpectedError as err:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
@@ -138,7 +141,8 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
-        results = task(cfg, job)
+        with ddp_children_run_this_job(cfg, run_dir, multirun):
+            results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
         name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
@@ -168,6 +172,41 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     return results.get(cfg.optimized_metric)
 
 
+# What Lightning's `ddp` launcher sets in the environment of the process that starts the others.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def ddp_children_run_this_job(cfg: DictConfig, run_dir: Path, multirun: bool):
+    """Around a job's task, for several devices with Lightning's `ddp` strategy, which starts the
+    processes of ranks 1.. by running this program's command line again with hydra.run.dir set to
+    the run folder. In a sweep that command line is the whole sweep: the other ranks are given this
+    job's command line instead (its overrides, or resume= of its folder) and its folder. What the
+    launch leaves behind (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after
+    the job, or the next job of the sweep would take itself for a child and wait for ended processes."""
+    argv, environment = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
+    if multirun and rank_zero():
+        hydra_cfg = HydraConfig.get()
+        task = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+        sys.argv[1:] = [f"resume={run_dir}"] if cfg.get("resume") else task
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = str(run_dir)  # what Lightning gives the other ranks as hydra.run.dir
+    try:
+        yield
+    finally:
+        if rank_zero():
+            sys.argv[:] = argv
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+
 def check_device(cfg: DictConfig) -> None:
     """A GPU asked for where torch sees none: said before anything is built."""
     import torch
@@ -193,7 +232,7 @@ def open_job(cfg: DictConfig) -> Job | None:
             return None
         resume_from, purge_step = resume_point(run_dir)
         experiment = previous.get("experiment", experiment)
-    elif (previous := RunRecord.read(run_dir)).get("status"):
+    elif rank_zero() and (previous := RunRecord.read(run_dir)).get("status"):  # DDP's other ranks share it
         raise OutputError(
             f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give the "
             "new run a folder of its own"
@@ -315,7 +354,7 @@ def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
     """The config a run was started with (its config.yaml) and its record so far; a job of a
     resumed sweep that never started has neither and starts from `cfg`."""
     previous = RunRecord.read(run_dir)
-    if previous.get("status") == "running" and process_alive(previous):
+    if previous.get("status") == "running" and rank_zero() and process_alive(previous):  # not rank 0's own
         raise OutputError(
             f"resume={run_dir}: the run is still running (pid {previous['pid']} on {previous['host']}); stop it first"
         )
@@ -378,6 +417,9 @@ def main(app: Callable[[], object]) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us, to be said in one line
     try:
         sys.argv[1:] = resume_argv(sys.argv[1:])
+        if not rank_zero():  # another device's process of a DDP run: rank 0 logs for the run
+            sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("hydra/job_logging=", "hydra/hydra_logging="))]
+            sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # warnings, errors still show
         if {"-m", "--multirun"} & set(sys.argv[1:]) and not {"--cfg", "-c", "--help", "-h", "--info"} & set(
             sys.argv[1:]
         ):
