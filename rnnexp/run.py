@@ -91,6 +91,10 @@ class Job:
 
         self.trainer = trainer
         self._last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if trainer.world_size > 1:
+            # Lightning's SIGTERM handler broadcasts from inside the handler, which deadlocks DDP when the
+            # other ranks are in another collective; the handlers below stop all processes at one step instead.
+            trainer._signal_connector.register_signal_handlers = lambda: None
         if self._last is not None:
             self._last.config = OmegaConf.to_container(self.cfg, resolve=True)
         self.record.update(environment=environment(trainer, self.cfg))
@@ -103,7 +107,8 @@ class Job:
             name = signal.Signals(signum).name
             for other, handler in previous.items():  # a second signal stops at once
                 signal.signal(getattr(signal, other), handler)
-            log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
+            if rank_zero():  # the other processes of a DDP run stop with it, silently
+                log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
             if self._last is not None:
                 self._last.request_stop(name)
             else:  # no last.ckpt to write: stop as Lightning does, after validating
@@ -428,7 +433,7 @@ def main(app: Callable[[], object]) -> None:
     except RunFailed as err:
         _exit(f"error: {err}", 1)
     except Interrupted as err:
-        _exit(str(err), 128 + int(err.signum))
+        _exit(str(err) if rank_zero() else "", 128 + int(err.signum))
     except ExpectedError as err:
         _exit(f"error: {err}", 1)
     except (HydraException, OmegaConfBaseException) as err:
@@ -451,5 +456,6 @@ def main(app: Callable[[], object]) -> None:
 
 
 def _exit(line: str, code: int) -> None:
-    print(line, file=sys.stderr)
+    if line:
+        print(line, file=sys.stderr)
     raise SystemExit(code)
