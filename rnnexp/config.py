@@ -257,6 +257,12 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         raise ConfigError(
             f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0"
         )
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+        raise ConfigError(
+            f"trainer.strategy={strategy}: processes started this way train without the run's record, signals and "
+            "step count, which stay in the first process; use trainer.strategy=ddp (trainer=ddp), single run or sweep"
+        )
     if multirun and launcher not in (None, "basic") and str(cfg.trainer.get("devices", 1)) != "1":
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: hydra/launcher={launcher} runs jobs in worker processes, from "

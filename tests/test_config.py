@@ -128,6 +128,7 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
             ["-m", "hydra/launcher=joblib", "trainer.devices=2"],
             "trainer.devices=2: hydra/launcher=joblib runs jobs in worker processes",
         ),
+        (["trainer=ddp", "trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn: processes started this way"),
     ],
 )
 def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, overrides, message):
