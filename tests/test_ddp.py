@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
-from conftest import run_train, write_mnist
+from conftest import ROOT, run_train, write_mnist
 
 from rnnexp.data.datamodule import InMemoryBatches
 
@@ -81,3 +86,29 @@ def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["steps_per_epoch"] == 3 and "test/acc" in metrics
     assert (result.stdout + result.stderr).count("test/acc=") == 2
+
+
+def test_sigterm_to_the_first_process_stops_both_at_a_saved_step_and_resume_completes(tmp_path, odd_mnist):
+    # Lightning's own SIGTERM handler deadlocked here: it broadcasts from inside the signal handler.
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    run = [*DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
+    with open(tmp_path / "console.log", "w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnexp.train", *run], cwd=ROOT, env=env, stdout=console, stderr=console
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)  # to rank 0 only, as `kill <pid>` does
+            assert proc.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "console.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM" and 0 < metrics["steps"] < 200
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
+    result = run_train(f"resume={run_dir}", data=odd_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 200 and metrics["attempts"] == 2
