@@ -89,7 +89,7 @@ def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
 
 
 def test_sigterm_to_the_first_process_stops_both_at_a_saved_step_and_resume_completes(tmp_path, odd_mnist):
-    # Lightning's own SIGTERM handler deadlocked here: it broadcasts from inside the signal handler.
+    # `kill <pid>` reaches rank 0 alone: the stop is decided by all ranks together, at one step that is saved.
     env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
     run = [*DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
     with open(tmp_path / "console.log", "w") as console:
