@@ -218,6 +218,11 @@ def check_device(cfg: DictConfig) -> None:
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        if str(cfg.trainer.get("strategy")) == "ddp":  # trainer=ddp
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} (trainer=ddp): torch sees no GPU here; add "
+                "trainer.accelerator=cpu to run the processes on CPU"
+            )
         raise ConfigError(
             f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
             "trainer=auto to use a GPU wherever there is one"
