@@ -257,6 +257,11 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         raise ConfigError(
             f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0"
         )
+    devices = trainer.get("devices", 1)
+    if trainer.get("accelerator") == "cpu" and not (_is_int(devices) and devices >= 1 or devices == "auto"):
+        raise ConfigError(
+            f"trainer.devices={_show(devices)}: on CPU it is the number of processes; set e.g. trainer.devices=2"
+        )
     strategy = trainer.get("strategy")
     if isinstance(strategy, str) and strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
         raise ConfigError(

@@ -128,6 +128,7 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
             ["-m", "hydra/launcher=joblib", "trainer.devices=2"],
             "trainer.devices=2: hydra/launcher=joblib runs jobs in worker processes",
         ),
+        (["trainer=ddp", "trainer.accelerator=cpu"], "trainer.devices=-1: on CPU it is the number of processes"),
         (["trainer=ddp", "trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn: processes started this way"),
     ],
 )
