@@ -146,7 +146,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
-        with ddp_children_run_this_job(cfg, run_dir, multirun):
+        with ddp_children_run_this_job(run_dir, multirun, resumed=job.resume_from is not None):
             results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
@@ -182,18 +182,19 @@ DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WOR
 
 
 @contextlib.contextmanager
-def ddp_children_run_this_job(cfg: DictConfig, run_dir: Path, multirun: bool):
+def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
     """Around a job's task, for several devices with Lightning's `ddp` strategy, which starts the
     processes of ranks 1.. by running this program's command line again with hydra.run.dir set to
     the run folder. In a sweep that command line is the whole sweep: the other ranks are given this
-    job's command line instead (its overrides, or resume= of its folder) and its folder. What the
+    job's command line instead (its overrides, or resume= of its folder when it continues from a
+    checkpoint, which every rank must load) and its folder. What the
     launch leaves behind (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after
     the job, or the next job of the sweep would take itself for a child and wait for ended processes."""
     argv, environment = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
     if multirun and rank_zero():
         hydra_cfg = HydraConfig.get()
         task = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
-        sys.argv[1:] = [f"resume={run_dir}"] if cfg.get("resume") else task
+        sys.argv[1:] = [f'resume="{run_dir}"'] if resumed else task
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = str(run_dir)  # what Lightning gives the other ranks as hydra.run.dir
     try:
@@ -398,7 +399,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in argv if a.startswith("resume=")]
     if not given:
         return argv
-    folder = Path(given[-1].split("=", 1)[1]).expanduser().absolute()
+    folder = Path(given[-1].split("=", 1)[1].strip("'\"")).expanduser().absolute()  # quoted: a sweep job's folder
     others = [a for a in argv if not a.startswith(("resume=", "-m", "--multirun", "hydra.", "hydra/"))]
     if others:
         raise ConfigError(
@@ -413,7 +414,8 @@ def resume_argv(argv: list[str]) -> list[str]:
         task = [o for o in saved.task if not o.startswith("resume=")]
         return ["-m", *kept_hydra, *hydra_args, f"hydra.sweep.dir={folder}", *task, f"resume={folder}"]
     if (folder / CONFIG).is_file():
-        return [*hydra_args, f"hydra.run.dir={folder}", "hydra.output_subdir=null", f"resume={folder}"]
+        # quoted: a sweep job's folder name holds `=` (0_model=rnn), which Hydra's override grammar refuses bare
+        return [*hydra_args, f'hydra.run.dir="{folder}"', "hydra.output_subdir=null", f'resume="{folder}"']
     what = "no such folder" if not folder.exists() else "neither a run (no config.yaml) nor a sweep (no multirun.yaml)"
     raise ConfigError(f"resume={folder}: {what}; give a folder under outputs/runs/ or outputs/multirun/")
 
