@@ -88,27 +88,29 @@ def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
     assert (result.stdout + result.stderr).count("test/acc=") == 2
 
 
-def test_sigterm_to_the_first_process_stops_both_at_a_saved_step_and_resume_completes(tmp_path, odd_mnist):
-    # `kill <pid>` reaches rank 0 alone: the stop is decided by all ranks together, at one step that is saved.
+def test_sigterm_to_the_first_process_stops_a_sweep_job_at_a_saved_step_and_resume_completes_it(tmp_path, odd_mnist):
+    # `kill <pid>` reaches rank 0 alone: all ranks decide the stop together, at one step that is saved. On resume
+    # the other rank continues the job from that checkpoint too (its folder's name holds `=`, quoted for Hydra).
     env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    run = [*DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
+    sweep = ["-m", *DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
     with open(tmp_path / "console.log", "w") as console:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnexp.train", *run], cwd=ROOT, env=env, stdout=console, stderr=console
+            [sys.executable, "-m", "rnnexp.train", *sweep], cwd=ROOT, env=env, stdout=console, stderr=console
         )
         try:
             deadline = time.monotonic() + 120
-            while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+            while not list(tmp_path.glob("multirun/*/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            proc.send_signal(signal.SIGTERM)  # to rank 0 only, as `kill <pid>` does
+            proc.send_signal(signal.SIGTERM)  # to rank 0 only
             assert proc.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "console.log").read_text()[-3000:]
         finally:
             proc.kill()
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (folder,) = (tmp_path / "multirun").iterdir()
+    (job,) = [p for p in folder.iterdir() if p.is_dir()]
+    metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM" and 0 < metrics["steps"] < 200
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
-    result = run_train(f"resume={run_dir}", data=odd_mnist, out=tmp_path)
+    assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
+    result = run_train(f"resume={folder}", data=odd_mnist, out=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 200 and metrics["attempts"] == 2
