@@ -132,9 +132,8 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     launcher = HydraConfig.get().runtime.choices.get("hydra/launcher") if multirun else None
     try:
-        check(
-            cfg, multirun=multirun, launcher=launcher
-        )  # a sweep was checked whole before it started; a single run is here
+        # a sweep was checked whole before it started; a single run is here
+        check(cfg, multirun=multirun, launcher=launcher)
         job = open_job(cfg)
     except ExpectedError as err:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
@@ -187,9 +186,9 @@ def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
     processes of ranks 1.. by running this program's command line again with hydra.run.dir set to
     the run folder. In a sweep that command line is the whole sweep: the other ranks are given this
     job's command line instead (its overrides, or resume= of its folder when it continues from a
-    checkpoint, which every rank must load) and its folder. What the
-    launch leaves behind (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after
-    the job, or the next job of the sweep would take itself for a child and wait for ended processes."""
+    checkpoint, which every rank must load) and its folder. What the launch leaves behind
+    (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after the job, or the next
+    job of the sweep would take itself for a child and wait for processes that have ended."""
     argv, environment = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
     if multirun and rank_zero():
         hydra_cfg = HydraConfig.get()
