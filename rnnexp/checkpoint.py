@@ -61,13 +61,25 @@ class LastCheckpoint(Checkpoint):
         self._saved_at = time.monotonic()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.stop_signal is not None:
-            self.save(trainer)
-            raise Stopped(self.stop_signal, trainer.global_step, self.path)
-        step_due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        stop = self.stop_signal is not None
         time_due = self.every_seconds is not None and time.monotonic() - self._saved_at >= self.every_seconds
+        if trainer.world_size > 1:  # saving is collective: all processes decide together, on every step
+            stop, time_due = self._any(trainer, stop, time_due)
+        if stop:
+            self.save(trainer)
+            raise Stopped(self.stop_signal or "SIGTERM", trainer.global_step, self.path)
+        step_due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
         if step_due or time_due:
             self.save(trainer)
+
+    @staticmethod
+    def _any(trainer, *flags: bool) -> list[bool]:
+        """Each flag, true if it is on any process (a signal may reach one; clocks differ)."""
+        import torch.distributed as dist
+
+        tensor = torch.tensor([int(f) for f in flags], device=trainer.strategy.root_device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in tensor.tolist()]
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

@@ -197,8 +197,8 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def check(cfg: DictConfig, multirun: bool = False) -> None:
-    """Raise ConfigError for the first value that cannot work."""
+def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) -> None:
+    """Raise ConfigError for the first value that cannot work (`launcher`: a sweep's hydra/launcher)."""
     for group in REQUIRED_GROUPS:
         if not cfg.get(group):
             raise ConfigError(f"{group}: none chosen; choose one of {', '.join(options(group))} ({group}=<option>)")
@@ -260,10 +260,22 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
         raise ConfigError(
             f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0"
         )
-    if multirun and str(cfg.trainer.get("devices", 1)) not in ("1", "auto"):
+    devices = trainer.get("devices", 1)
+    if trainer.get("accelerator") == "cpu" and not (_is_int(devices) and devices >= 1 or devices == "auto"):
         raise ConfigError(
-            f"trainer.devices={cfg.trainer.devices}: multi-device training would relaunch the whole "
-            "sweep in every process; sweep with trainer.devices=1"
+            f"trainer.devices={_show(devices)}: on CPU it is the number of processes; set e.g. trainer.devices=2"
+        )
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook")):
+        raise ConfigError(
+            f"trainer.strategy={strategy}: processes started this way train without the run's record, signals and "
+            "step count, which stay in the first process; use trainer.strategy=ddp (trainer=ddp), single run or sweep"
+        )
+    if multirun and launcher not in (None, "basic") and str(cfg.trainer.get("devices", 1)) != "1":
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices}: hydra/launcher={launcher} runs jobs in worker processes, from "
+            "which Lightning cannot start a process per device; sweep several devices with the basic launcher "
+            "(leave out hydra/launcher), or set trainer.devices=1"
         )
 
 
@@ -352,6 +364,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     from hydra.errors import HydraException
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
+    launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), None)
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         parsed = parser.parse_overrides(overrides)
@@ -364,7 +377,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
             # a job is named by its values of the swept keys, as its folder is; the rest is the same for all
             name = " ".join([o for o in job if o.split("=", 1)[0].lstrip("+~") in keys] or job)
             try:
-                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True)
+                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True, launcher=launcher)
             except ConfigError as err:
                 bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:

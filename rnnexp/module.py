@@ -67,7 +67,8 @@ class ClassifierModule(pl.LightningModule):
         self.val_acc_best: float | None = None  # over the validations of this run, resumed or not
         # Training loss and accuracy: plain running sums on the device, read once per logging
         # interval. (A torchmetrics update costs ~40 us a step; these cost ~10 us, and no sync.)
-        self.register_buffer("train_sums", torch.zeros(2), persistent=False)  # loss sum, correct
+        # Not a buffer: DDP would overwrite every process's sums with rank 0's before each step.
+        self.train_sums = torch.zeros(2)  # loss sum, correct; moved to the device in on_fit_start
         self._train_steps = self._train_seen = 0
 
     def __setattr__(self, name: str, value) -> None:
@@ -83,6 +84,7 @@ class ClassifierModule(pl.LightningModule):
         return self.model(x)
 
     def on_fit_start(self) -> None:
+        self.train_sums = self.train_sums.to(self.device)
         log.info(f"model:\n{ModelSummary(self, max_depth=2)}")  # here, not as a per-step callback
         # TensorBoard's Custom Scalars tab: train and validation curves of a metric on one chart.
         if isinstance(self.logger, TensorBoardLogger):
@@ -116,7 +118,17 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._train_steps:  # a NaN is caught at each epoch's end too, however short the run
-            self._check_finite(self.train_sums[0].item() / self._train_steps)
+            loss_sum, _, steps, _ = self._train_totals()
+            self._check_finite(loss_sum / steps)
+
+    def _train_totals(self) -> list[float]:
+        """Loss sum, correct, steps and examples of the logging interval so far, summed over the
+        processes with several devices (one small all-reduce per interval, on every process at
+        the same step), so that the curve and the divergence check are the run's, on every rank."""
+        totals = torch.cat([self.train_sums, self.train_sums.new_tensor([self._train_steps, self._train_seen])])
+        if self._trainer is not None and self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        return totals.tolist()  # the interval's one host-device sync
 
     def _check_finite(self, loss: float) -> None:
         if not math.isfinite(loss):
@@ -126,8 +138,8 @@ class ClassifierModule(pl.LightningModule):
             )
 
     def _log_train(self) -> None:
-        loss_sum, correct = self.train_sums.tolist()  # the interval's one host-device sync
-        loss, acc = loss_sum / self._train_steps, correct / self._train_seen
+        loss_sum, correct, steps, seen = self._train_totals()
+        loss, acc = loss_sum / steps, correct / seen
         self._check_finite(loss)
         metrics = {"train/loss": loss, "train/acc": acc, "train/lr": self.optimizers().param_groups[0]["lr"]}
         # Written now, not at Lightning's step end, so that a checkpoint taken after this step finds
@@ -156,15 +168,17 @@ class ClassifierModule(pl.LightningModule):
             return
         acc = self.val_acc.compute().item()
         self.val_acc_best = acc if self.val_acc_best is None else max(self.val_acc_best, acc)
-        self.log("val/acc_best", self.val_acc_best)
+        self.log("val/acc_best", self.val_acc_best, sync_dist=True)  # the same on every process: val_acc is synced
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        loss_sum, correct = self.train_sums.tolist()
+        # Every process saves (Lightning writes rank 0's): the sums of all of them, which a resumed
+        # run gives back to rank 0 alone.
+        loss_sum, correct, steps, seen = self._train_totals()
         checkpoint["module_state"] = {
             "val_acc_best": self.val_acc_best,
             "train_sums": [loss_sum, correct],
-            "train_steps": self._train_steps,
-            "train_seen": self._train_seen,
+            "train_steps": int(steps),
+            "train_seen": int(seen),
         }
         if self.logger is not None:  # what was logged up to this checkpoint is on disk with it
             self.logger.save()
@@ -174,6 +188,8 @@ class ClassifierModule(pl.LightningModule):
         if state is None:  # written by another program: start the sums and the best afresh
             return
         self.val_acc_best = state["val_acc_best"]
+        if self._trainer is not None and self.trainer.global_rank != 0:
+            return  # the saved sums are all the processes', given back to rank 0
         self.train_sums.copy_(torch.tensor(state["train_sums"]))
         self._train_steps, self._train_seen = state["train_steps"], state["train_seen"]
 

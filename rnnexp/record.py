@@ -35,7 +35,8 @@ def write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
-def _rank_zero() -> bool:
+def rank_zero() -> bool:
+    """Whether this is the process of global rank 0 (the only one, or the first of several)."""
     return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
@@ -45,7 +46,7 @@ class RunRecord:
     def __init__(self, run_dir: str | os.PathLike):
         self.dir = Path(run_dir)
         self.data: dict = self.read(self.dir)
-        self.writes = _rank_zero()
+        self.writes = rank_zero()
         if self.writes:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)

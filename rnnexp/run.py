@@ -40,12 +40,12 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
-from rnnexp.record import CONFIG, RunRecord, process_alive
+from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
 
 log = logging.getLogger("rnnexp")
 
@@ -91,6 +91,10 @@ class Job:
 
         self.trainer = trainer
         self._last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        if trainer.world_size > 1:
+            # Lightning's SIGTERM handler broadcasts from inside the handler, which deadlocks DDP when the
+            # other ranks are in another collective; the handlers below stop all processes at one step instead.
+            trainer._signal_connector.register_signal_handlers = lambda: None
         if self._last is not None:
             self._last.config = OmegaConf.to_container(self.cfg, resolve=True)
         self.record.update(environment=environment(trainer, self.cfg))
@@ -103,7 +107,8 @@ class Job:
             name = signal.Signals(signum).name
             for other, handler in previous.items():  # a second signal stops at once
                 signal.signal(getattr(signal, other), handler)
-            log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
+            if rank_zero():  # the other processes of a DDP run stop with it, silently
+                log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
             if self._last is not None:
                 self._last.request_stop(name)
             else:  # no last.ckpt to write: stop as Lightning does, after validating
@@ -125,8 +130,10 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     """Run `task` for one job with its record, status, seeding, signals and failure policy; return
     the metric the sweeper optimizes (None when the run did not produce it)."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    launcher = HydraConfig.get().runtime.choices.get("hydra/launcher") if multirun else None
     try:
-        check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
+        # a sweep was checked whole before it started; a single run is here
+        check(cfg, multirun=multirun, launcher=launcher)
         job = open_job(cfg)
     except ExpectedError as err:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
@@ -138,7 +145,8 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
-        results = task(cfg, job)
+        with ddp_children_run_this_job(run_dir, multirun, resumed=job.resume_from is not None):
+            results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
         name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
@@ -168,12 +176,53 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     return results.get(cfg.optimized_metric)
 
 
+# What Lightning's `ddp` launcher sets in the environment of the process that starts the others.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
+    """Around a job's task, for several devices with Lightning's `ddp` strategy, which starts the
+    processes of ranks 1.. by running this program's command line again with hydra.run.dir set to
+    the run folder. In a sweep that command line is the whole sweep: the other ranks are given this
+    job's command line instead (its overrides, or resume= of its folder when it continues from a
+    checkpoint, which every rank must load) and its folder. What the launch leaves behind
+    (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after the job, or the next
+    job of the sweep would take itself for a child and wait for processes that have ended."""
+    argv, environment = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
+    if multirun and rank_zero():
+        hydra_cfg = HydraConfig.get()
+        task = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+        sys.argv[1:] = [f'resume="{run_dir}"'] if resumed else task
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = str(run_dir)  # what Lightning gives the other ranks as hydra.run.dir
+    try:
+        yield
+    finally:
+        if rank_zero():
+            sys.argv[:] = argv
+            for name, value in environment.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+
 def check_device(cfg: DictConfig) -> None:
     """A GPU asked for where torch sees none: said before anything is built."""
     import torch
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        if str(cfg.trainer.get("strategy")) == "ddp":  # trainer=ddp
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} (trainer=ddp): torch sees no GPU here; add "
+                "trainer.accelerator=cpu to run the processes on CPU"
+            )
         raise ConfigError(
             f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
             "trainer=auto to use a GPU wherever there is one"
@@ -193,7 +242,7 @@ def open_job(cfg: DictConfig) -> Job | None:
             return None
         resume_from, purge_step = resume_point(run_dir)
         experiment = previous.get("experiment", experiment)
-    elif (previous := RunRecord.read(run_dir)).get("status"):
+    elif rank_zero() and (previous := RunRecord.read(run_dir)).get("status"):  # DDP's other ranks share it
         raise OutputError(
             f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give the "
             "new run a folder of its own"
@@ -315,7 +364,7 @@ def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
     """The config a run was started with (its config.yaml) and its record so far; a job of a
     resumed sweep that never started has neither and starts from `cfg`."""
     previous = RunRecord.read(run_dir)
-    if previous.get("status") == "running" and process_alive(previous):
+    if previous.get("status") == "running" and rank_zero() and process_alive(previous):  # not rank 0's own
         raise OutputError(
             f"resume={run_dir}: the run is still running (pid {previous['pid']} on {previous['host']}); stop it first"
         )
@@ -349,7 +398,7 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in argv if a.startswith("resume=")]
     if not given:
         return argv
-    folder = Path(given[-1].split("=", 1)[1]).expanduser().absolute()
+    folder = Path(given[-1].split("=", 1)[1].strip("'\"")).expanduser().absolute()  # quoted: a sweep job's folder
     others = [a for a in argv if not a.startswith(("resume=", "-m", "--multirun", "hydra.", "hydra/"))]
     if others:
         raise ConfigError(
@@ -364,7 +413,8 @@ def resume_argv(argv: list[str]) -> list[str]:
         task = [o for o in saved.task if not o.startswith("resume=")]
         return ["-m", *kept_hydra, *hydra_args, f"hydra.sweep.dir={folder}", *task, f"resume={folder}"]
     if (folder / CONFIG).is_file():
-        return [*hydra_args, f"hydra.run.dir={folder}", "hydra.output_subdir=null", f"resume={folder}"]
+        # quoted: a sweep job's folder name holds `=` (0_model=rnn), which Hydra's override grammar refuses bare
+        return [*hydra_args, f'hydra.run.dir="{folder}"', "hydra.output_subdir=null", f'resume="{folder}"']
     what = "no such folder" if not folder.exists() else "neither a run (no config.yaml) nor a sweep (no multirun.yaml)"
     raise ConfigError(f"resume={folder}: {what}; give a folder under outputs/runs/ or outputs/multirun/")
 
@@ -378,6 +428,9 @@ def main(app: Callable[[], object]) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us, to be said in one line
     try:
         sys.argv[1:] = resume_argv(sys.argv[1:])
+        if not rank_zero():  # another device's process of a DDP run: rank 0 logs for the run
+            sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("hydra/job_logging=", "hydra/hydra_logging="))]
+            sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # warnings, errors still show
         if {"-m", "--multirun"} & set(sys.argv[1:]) and not {"--cfg", "-c", "--help", "-h", "--info"} & set(
             sys.argv[1:]
         ):
@@ -386,7 +439,7 @@ def main(app: Callable[[], object]) -> None:
     except RunFailed as err:
         _exit(f"error: {err}", 1)
     except Interrupted as err:
-        _exit(str(err), 128 + int(err.signum))
+        _exit(str(err) if rank_zero() else "", 128 + int(err.signum))
     except ExpectedError as err:
         _exit(f"error: {err}", 1)
     except (HydraException, OmegaConfBaseException) as err:
@@ -409,5 +462,6 @@ def main(app: Callable[[], object]) -> None:
 
 
 def _exit(line: str, code: int) -> None:
-    print(line, file=sys.stderr)
+    if line:
+        print(line, file=sys.stderr)
     raise SystemExit(code)

@@ -125,7 +125,12 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
         (["+model.foo=1"], "model.foo: not a setting of model (SequenceClassifier); the settings are: cell,"),
         (["scheduler=null"], "scheduler=null: a config group takes the name of one of its options, not null; "),
         (["logger=null"], "logger=null: a config group takes the name of one of its options, not null; "),
-        (["-m", "trainer.devices=2"], "trainer.devices=2: multi-device training would relaunch the whole sweep"),
+        (
+            ["-m", "hydra/launcher=joblib", "trainer.devices=2"],
+            "trainer.devices=2: hydra/launcher=joblib runs jobs in worker processes",
+        ),
+        (["trainer=ddp", "trainer.accelerator=cpu"], "trainer.devices=-1: on CPU it is the number of processes"),
+        (["trainer=ddp", "trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn: processes started this way"),
     ],
 )
 def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, overrides, message):

@@ -39,16 +39,39 @@ class InMemoryBatches:
     Epoch e's order is drawn from its own generator, seeded by (`seed`, e), not from the global
     RNG, and the position inside the epoch is counted: `state_dict()` is all it takes to continue
     an epoch where it stopped (Lightning saves it in every checkpoint and hands it back on resume).
+
+    With several processes (DDP: `rank` of `world`), each serves its own share of every epoch, as
+    Lightning's DistributedSampler would for a DataLoader: the epoch's order dealt out in turn,
+    order[rank::world]. Shuffled (training) shares are padded from the start of the order to the
+    same size, so every process steps the same number of batches and their gradient all-reduces
+    stay in step; evaluation shares are not padded, so every example counts exactly once in the
+    metrics, which torchmetrics sums over the processes.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
+        self.rank, self.world = rank, world
         self.epoch = -1  # the epoch being served; the first __iter__ starts epoch 0
         self.position = 0  # batches of that epoch served so far
         self._resume_at: int | None = None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.batch_size)
+        return math.ceil(self.share / self.batch_size)
+
+    @property
+    def share(self) -> int:
+        """How many examples this process serves each epoch."""
+        n = len(self.y)
+        return math.ceil(n / self.world) if self.shuffle else len(range(self.rank, n, self.world))
 
     def order(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -59,8 +82,14 @@ class InMemoryBatches:
             self.epoch, self.position = self.epoch + 1, 0
         else:  # continue the epoch a checkpoint stopped in
             self.position, self._resume_at = self._resume_at, None
-        n, size = len(self.y), self.batch_size
+        n, size = self.share, self.batch_size
         order = self.order(self.epoch) if self.shuffle else None
+        if self.world > 1:
+            if order is None:
+                order = torch.arange(len(self.y), device=self.x.device)
+            elif len(order) < n * self.world:  # padded with the epoch's first examples
+                order = torch.cat([order, order[: n * self.world - len(order)]])
+            order = order[self.rank :: self.world]
         for start in range(self.position * size, n, size):
             idx = slice(start, start + size) if order is None else order[start : start + size]
             self.position += 1
@@ -169,11 +198,12 @@ class SequenceDataModule(pl.LightningDataModule):
     def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
         self.setup()
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         x, y = self.splits[split]
         if x.device != device:  # keep the split on the training device: no copy per batch
             x, y = x.to(device), y.to(device)
             self.splits[split] = (x, y)
-        return InMemoryBatches(x, y, batch_size, shuffle, self.seed)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.seed, rank, world)
 
     def train_dataloader(self) -> InMemoryBatches:
         return self._batches("train", self.batch_size, shuffle=True)
