@@ -132,6 +132,7 @@ _OPTIONAL_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or nu
 RULES = {
     "seed": _integer(0, 2**32 - 1),  # Lightning's seed_everything takes numpy's uint32 range
     "grad_clip": _optional(_number(0, low_open=True)),
+    "threads": _optional(_integer(1)),
     "test": _BOOL,
     "optimized_metric": _one_of(*METRICS),
     "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
@@ -303,16 +304,22 @@ def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
     return f"{err}: a config group takes the name of one of its options, not null"
 
 
-def swept(task_overrides, argv: list[str] | None = None) -> str:
+def swept(task_overrides, sweep_dir: str | None = None, argv: list[str] | None = None) -> str:
     """A sweep job's folder name: its values for the keys the command line sweeps over.
 
     `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
     `model=gru`: the fixed override is the same for all and is left out. The names become
     TensorBoard's run names, so they show what differs between runs.
+
+    The command line is the sweep's, as Hydra wrote it to `sweep_dir`/multirun.yaml before launching
+    any job: a job that a launcher runs in a process of its own (submitit's, on Slurm) has another
+    sys.argv.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if argv is None:
+        argv = sweep_command_line(sweep_dir)
+    args = [a for a in argv if not a.startswith("-")]
     try:
         keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
     except Exception:  # an unparsable command line fails later, with Hydra's own message
@@ -320,6 +327,16 @@ def swept(task_overrides, argv: list[str] | None = None) -> str:
     given = [o for o in task_overrides if not o.startswith("resume=")]  # a resumed sweep keeps its names
     chosen = [o for o in given if o.split("=", 1)[0].lstrip("+~") in keys] or given
     return ",".join(chosen).replace(os.sep, "_") or "defaults"
+
+
+def sweep_command_line(sweep_dir: str | None) -> list[str]:
+    """The sweep's overrides: from its multirun.yaml where there is one, else this process's sys.argv."""
+    saved = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
+    if saved is not None and saved.is_file():
+        overrides = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task")
+        if overrides is not None:
+            return list(overrides)
+    return sys.argv[1:]
 
 
 def check_sweep(argv: list[str], config_name: str = "train") -> None:

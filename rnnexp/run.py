@@ -26,6 +26,7 @@ expected failure). Failure policy:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -138,6 +139,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
+        use_threads(cfg)
         results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
@@ -178,6 +180,42 @@ def check_device(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
             "trainer=auto to use a GPU wherever there is one"
         )
+
+
+def use_threads(cfg: DictConfig) -> int:
+    """Set torch's CPU threads for this job: `threads`, else the cores divided among the jobs that run
+    at once (more threads than cores makes every job crawl: two 2-thread jobs on 2 cores run about
+    ten times slower than one), else torch's own default. Set for every job, as a process (the basic
+    launcher's, a joblib worker) runs several."""
+    import torch
+
+    default = torch_default_threads()  # before any job of this process changed it
+    threads = cfg.get("threads")
+    if threads is None:
+        parallel = parallel_jobs()
+        threads = max(1, available_cores() // parallel) if parallel > 1 else default
+    torch.set_num_threads(threads)
+    return threads
+
+
+@functools.cache
+def torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine: joblib's n_jobs (-1: one per core, as
+    joblib counts), or 1 under any other launcher."""
+    if not HydraConfig.initialized() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return 1
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") or 1
+    return max(1, available_cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
 
 
 def open_job(cfg: DictConfig) -> Job | None:
