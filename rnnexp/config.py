@@ -261,7 +261,8 @@ def check(cfg: DictConfig, multirun: bool = False) -> None:
     if multirun and str(cfg.trainer.get("devices", 1)) not in ("1", "auto"):
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: multi-device training would relaunch the whole "
-            "sweep in every process; sweep with trainer.devices=1"
+            "sweep in every process; sweep with trainer.devices=1, or on Slurm (hydra/launcher=slurm), which "
+            "starts each device's process itself"
         )
 
 
@@ -349,6 +350,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     from hydra.errors import HydraException
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
+    per_device = bool({"hydra/launcher=slurm", "hydra/launcher=submitit_slurm"} & set(argv))  # Slurm starts them
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         parsed = parser.parse_overrides(overrides)
@@ -359,7 +361,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
             # a job is named by its values of the swept keys, as its folder is; the rest is the same for all
             name = " ".join([o for o in job if o.split("=", 1)[0].lstrip("+~") in keys] or job)
             try:
-                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True)
+                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=not per_device)
             except ConfigError as err:
                 bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:

@@ -138,8 +138,11 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     """Run `task` for one job with its record, status, seeding, signals and failure policy; return
     the metric the sweeper optimizes (None when the run did not produce it)."""
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    on_slurm = multirun and "SlurmLauncher" in str(HydraConfig.get().launcher.get("_target_", ""))
     try:
-        check(cfg, multirun=multirun)  # a sweep was checked whole before it started; a single run is here
+        # a sweep was checked whole before it started, a single run is checked here; on Slurm, Slurm
+        # starts each device's process (the sweep is not relaunched in each)
+        check(cfg, multirun=multirun and not on_slurm)
         job = open_job(cfg)
     except ExpectedError as err:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
