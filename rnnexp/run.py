@@ -235,8 +235,9 @@ def parallel_jobs() -> int:
 
 
 def open_job(cfg: DictConfig) -> Job | None:
-    """The job's folder and record, `running`; with `resume`, the run's own config and the
-    checkpoint to continue from (None when the run is already complete)."""
+    """The job's folder and record, `running`; with `resume`, or when the scheduler requeued this job,
+    the checkpoint to continue from (None when the run is already complete). A folder that holds
+    another run is refused."""
     run_dir = Path(cfg.paths.run_dir)
     resume_from, purge_step = None, None
     experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
