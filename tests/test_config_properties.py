@@ -39,7 +39,7 @@ KINDS = {
         ["seed", "data.batch_size", "data.eval_batch_size", "data.val_size", "model.hidden_size", "model.layers"], INT
     ),
     **dict.fromkeys(["trainer.max_epochs", "trainer.max_steps", "trainer.log_every_n_steps"], INT),
-    **dict.fromkeys(["model.input_projection", "callbacks.last.every_n_steps"], INT + NONE),
+    **dict.fromkeys(["model.input_projection", "callbacks.last.every_n_steps", "threads"], INT + NONE),
     **dict.fromkeys(["model.dropout", "model.forget_bias", "optimizer.lr", "optimizer.weight_decay"], NUMBER),
     **dict.fromkeys(["optimizer.momentum", "optimizer.dampening", "optimizer.alpha", "optimizer.eps"], NUMBER),
     **dict.fromkeys(["scheduler.max_lr", "scheduler.pct_start", "scheduler.eta_min"], NUMBER),
