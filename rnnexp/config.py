@@ -133,6 +133,7 @@ _OPTIONAL_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or nu
 RULES = {
     "seed": _integer(0, 2**32 - 1),  # Lightning's seed_everything takes numpy's uint32 range
     "grad_clip": _optional(_number(0, low_open=True)),
+    "threads": _optional(_integer(1)),
     "test": _BOOL,
     "optimized_metric": _one_of(*METRICS),
     "data.dataset": _one_of(*DATASETS),
@@ -195,6 +196,9 @@ def _show(value) -> str:
 def options(group: str) -> list[str]:
     """A config group's options: the files in conf/<group>/."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+SLURM = ("slurm", "submitit_slurm")  # launchers whose jobs Slurm starts, one process per device
 
 
 def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) -> None:
@@ -271,11 +275,12 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
             f"trainer.strategy={strategy}: processes started this way train without the run's record, signals and "
             "step count, which stay in the first process; use trainer.strategy=ddp (trainer=ddp), single run or sweep"
         )
-    if multirun and launcher not in (None, "basic") and str(cfg.trainer.get("devices", 1)) != "1":
+    if multirun and launcher not in (None, "basic", *SLURM) and str(cfg.trainer.get("devices", 1)) != "1":
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: hydra/launcher={launcher} runs jobs in worker processes, from "
             "which Lightning cannot start a process per device; sweep several devices with the basic launcher "
-            "(leave out hydra/launcher), or set trainer.devices=1"
+            "(leave out hydra/launcher) or on Slurm (hydra/launcher=slurm, which starts each device's process), or set "
+            "trainer.devices=1"
         )
 
 
@@ -321,7 +326,7 @@ def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
 NAME_MAX = 120  # characters of a job folder's name (filesystems allow 255 bytes)
 
 
-def swept(task_overrides, params=None, argv: list[str] | None = None) -> str:
+def swept(task_overrides, params=None, sweep_dir: str | None = None, argv: list[str] | None = None) -> str:
     """A sweep job's folder name: its values for the keys the sweep varies.
 
     `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
@@ -329,10 +334,16 @@ def swept(task_overrides, params=None, argv: list[str] | None = None) -> str:
     of the command line and of the sweeper's `params` (a search space in a config file). The names
     become TensorBoard's run names, so they show what differs between runs; long floats are
     shortened (an Optuna trial's lr=0.0031622776601683794 is lr=0.003162) and the name is capped.
+
+    The command line is the sweep's, as Hydra wrote it to `sweep_dir`/multirun.yaml before launching
+    any job: a job that a launcher runs in a process of its own (submitit's, on Slurm) has another
+    sys.argv.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if argv is None:
+        argv = sweep_command_line(sweep_dir)
+    args = [a for a in argv if not a.startswith("-")]
     try:
         keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
     except Exception:  # an unparsable command line fails later, with Hydra's own message
@@ -352,6 +363,16 @@ def _short(override: str) -> str:
     except ValueError:
         return override
     return f"{key}={number:.4g}" if len(value) > 10 and math.isfinite(number) else override
+
+
+def sweep_command_line(sweep_dir: str | None) -> list[str]:
+    """The sweep's overrides: from its multirun.yaml where there is one, else this process's sys.argv."""
+    saved = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
+    if saved is not None and saved.is_file():
+        overrides = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task")
+        if overrides is not None:
+            return list(overrides)
+    return sys.argv[1:]
 
 
 def check_sweep(argv: list[str], config_name: str = "train") -> None:

@@ -16,9 +16,11 @@ expected failure). Failure policy:
   recognizes: out of memory, a Trainer setting Lightning refuses) is recorded as `failed` with its
   reason, its traceback goes to the run's train.log, and the console gets one `error:` line;
 - any other exception is a bug: recorded as `failed` too, and its traceback stays on the console;
-- SIGINT, SIGTERM and SIGUSR1 (Slurm's warnings before a time limit or preemption) stop training
-  after the current step, which is saved to last.ckpt; the run is `interrupted`, a sweep stops;
-  a second signal stops at once;
+- SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (Slurm's and submitit's warnings before a time limit or
+  preemption) stop training after the current step, which is saved to last.ckpt; the run is
+  `interrupted`, a sweep stops; a second signal stops at once; a handler that was there before
+  (submitit's, which requeues the job) then gets the signal too;
+- a job that Slurm or submitit runs again after a requeue continues from its last.ckpt;
 - in a sweep, a failed job never stops the others (Hydra's launcher runs on and re-raises the first
   failure at the end).
 """
@@ -26,6 +28,7 @@ expected failure). Failure policy:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -49,7 +52,7 @@ from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
 
 log = logging.getLogger("rnnexp")
 
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")  # SIGUSR2: submitit's, before a time limit
 
 
 class RunFailed(Exception):
@@ -82,7 +85,9 @@ class Job:
     resume_from: Path | None = None  # last.ckpt of the run being continued
     purge_step: int | None = None  # TensorBoard hides what an earlier attempt logged from here on
     trainer: object = None
+    stopped_by: str | None = None  # the signal that stopped training
     _last: object = field(default=None, repr=False)
+    _previous: dict = field(default_factory=dict, repr=False)  # the handlers ours replaced
 
     @contextlib.contextmanager
     def watch(self, trainer):
@@ -101,10 +106,10 @@ class Job:
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
             yield
             return
-        previous = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
+        previous = self._previous = {name: signal.getsignal(getattr(signal, name)) for name in STOP_SIGNALS}
 
         def stop(signum, frame):
-            name = signal.Signals(signum).name
+            name = self.stopped_by = signal.Signals(signum).name
             for other, handler in previous.items():  # a second signal stops at once
                 signal.signal(getattr(signal, other), handler)
             if rank_zero():  # the other processes of a DDP run stop with it, silently
@@ -121,6 +126,14 @@ class Job:
         finally:
             for name, handler in previous.items():
                 signal.signal(getattr(signal, name), handler)
+
+    def pass_on_signal(self) -> None:
+        """Once the stopped run is saved and recorded: the handler that our `watch` replaced for the
+        signal gets it too. In a job submitit runs, that is submitit's: it checkpoints the job and
+        requeues it (and exits), so the job runs again and continues from last.ckpt."""
+        handler = self._previous.get(self.stopped_by)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(getattr(signal, self.stopped_by), None)
 
 
 Task = Callable[[DictConfig, Job], dict]
@@ -145,12 +158,14 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
+        use_threads(cfg)
         with ddp_children_run_this_job(run_dir, multirun, resumed=job.resume_from is not None):
             results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
         name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
         record.update(status="interrupted", signal=name, steps=steps)
+        job.pass_on_signal()
         raise Interrupted(
             f"interrupted at step {steps} ({name}); continue with: python -m rnnexp.train resume={run_dir}",
             getattr(signal, name),
@@ -229,9 +244,46 @@ def check_device(cfg: DictConfig) -> None:
         )
 
 
+def use_threads(cfg: DictConfig) -> int:
+    """Set torch's CPU threads for this job: `threads`, else the cores divided among the jobs that run
+    at once (more threads than cores makes every job crawl: two 2-thread jobs on 2 cores run about
+    ten times slower than one), else torch's own default. Set for every job, as a process (the basic
+    launcher's, a joblib worker) runs several."""
+    import torch
+
+    default = torch_default_threads()  # before any job of this process changed it
+    threads = cfg.get("threads")
+    if threads is None:
+        parallel = parallel_jobs()
+        threads = max(1, available_cores() // parallel) if parallel > 1 else default
+    torch.set_num_threads(threads)
+    return threads
+
+
+@functools.cache
+def torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine: joblib's n_jobs (-1: one per core, as
+    joblib counts), or 1 under any other launcher."""
+    if not HydraConfig.initialized() or "joblib" not in str(HydraConfig.get().launcher.get("_target_", "")):
+        return 1
+    n_jobs = HydraConfig.get().launcher.get("n_jobs") or 1
+    return max(1, available_cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
 def open_job(cfg: DictConfig) -> Job | None:
-    """The job's folder and record, `running`; with `resume`, the run's own config and the
-    checkpoint to continue from (None when the run is already complete)."""
+    """The job's folder and record, `running`; with `resume`, or when the scheduler requeued this job,
+    the checkpoint to continue from (None when the run is already complete). A folder that holds
+    another run is refused."""
     run_dir = Path(cfg.paths.run_dir)
     resume_from, purge_step = None, None
     experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
@@ -243,14 +295,42 @@ def open_job(cfg: DictConfig) -> Job | None:
         resume_from, purge_step = resume_point(run_dir)
         experiment = previous.get("experiment", experiment)
     elif rank_zero() and (previous := RunRecord.read(run_dir)).get("status"):  # DDP's other ranks share it
-        raise OutputError(
-            f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give the "
-            "new run a folder of its own"
-        )
+        if not requeued(previous):
+            raise OutputError(
+                f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give "
+                "the new run a folder of its own"
+            )
+        if previous["status"] == "completed":
+            return None
+        resume_from, purge_step = resume_point(run_dir)
+        log.info(f"job {scheduler_job()} requeued: continuing {run_dir} from {resume_from or 'its start'}")
+        experiment = previous.get("experiment", experiment)
     record = RunRecord(run_dir)
-    record.start(experiment=experiment, resumed_from=str(resume_from) if resume_from else None)
+    job = scheduler_job()
+    record.start(
+        experiment=experiment,
+        resumed_from=str(resume_from) if resume_from else None,
+        **({"scheduler_job": job} if job else {}),
+    )
     record.save_config(cfg)
     return Job(cfg, run_dir, record, resume_from, purge_step)
+
+
+def scheduler_job() -> str | None:
+    """The id of the submitit job this process runs (a Slurm job, or submitit's local executor's),
+    which stays the same when the job is requeued; None outside one."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return str(submitit.JobEnvironment().job_id)
+
+
+def requeued(previous: dict) -> bool:
+    """Whether the run recorded in a folder is this very scheduler job, started again after a time limit
+    or a preemption (or, with several devices, this job's rank 0): then it continues, where a new run
+    would be refused the folder."""
+    return previous.get("scheduler_job") is not None and previous.get("scheduler_job") == scheduler_job()
 
 
 def _stop_exceptions() -> tuple[type[BaseException], ...]:
