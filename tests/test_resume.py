@@ -43,6 +43,17 @@ def wait_for(pattern_root, pattern, proc, timeout=120):
         time.sleep(0.02)
 
 
+def stop_when(tmp_path, data, args, pattern, sig) -> int:
+    """Start the entry point, send it `sig` once `pattern` exists under tmp_path; its exit code."""
+    proc = start(tmp_path, data, *args)
+    try:
+        wait_for(tmp_path, pattern, proc)
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+    finally:
+        proc.kill()
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_mnist):
     """The run uninterrupted."""
@@ -64,13 +75,7 @@ def assert_same_run(run, reference):
 
 
 def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference):
-    proc = start(tmp_path, tiny_mnist, *EXACT)
-    try:
-        wait_for(tmp_path, "runs/*/checkpoints/last.ckpt", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    stop_when(tmp_path, tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", signal.SIGKILL)
     run = only((tmp_path / "runs").iterdir())
     assert metrics(run)["status"] == "running"  # killed: nothing could record it
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
@@ -87,13 +92,8 @@ def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, t
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])  # what Slurm sends before a time limit or preemption
 def test_stop_signal_saves_the_step_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference, stop):
-    proc = start(tmp_path, tiny_mnist, *EXACT)
-    try:
-        wait_for(tmp_path, "runs/*/checkpoints/last.ckpt", proc)
-        proc.send_signal(getattr(signal, stop))
-        assert proc.wait(timeout=60) == 128 + getattr(signal, stop)
-    finally:
-        proc.kill()
+    code = stop_when(tmp_path, tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", getattr(signal, stop))
+    assert code == 128 + getattr(signal, stop)
     run = only((tmp_path / "runs").iterdir())
     record = metrics(run)
     assert record["status"] == "interrupted" and record["signal"] == stop
@@ -131,13 +131,7 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path, tiny_m
 
 def test_a_killed_sweep_continues_job_by_job(tmp_path, tiny_mnist):
     sweep_args = ["-m", *TINY, "model.hidden_size=8,16,12", "trainer.max_epochs=30", "callbacks.last.every_n_steps=3"]
-    proc = start(tmp_path, tiny_mnist, *sweep_args)
-    try:
-        wait_for(tmp_path, "multirun/*/1_*/checkpoints/last.ckpt", proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        proc.kill()
+    stop_when(tmp_path, tiny_mnist, sweep_args, "multirun/*/1_*/checkpoints/last.ckpt", signal.SIGKILL)
     sweep = only((tmp_path / "multirun").iterdir())
     jobs = ["0_model.hidden_size=8", "1_model.hidden_size=16", "2_model.hidden_size=12"]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs[:2]
