@@ -26,7 +26,7 @@ from rnnexp.config import CONF, options
 from rnnexp.errors import ConfigError
 
 USAGE = "python -m rnnexp.evaluate ckpt_path=<checkpoint or run folder> [data=<option>] [data.<key>=<value>]"
-KEPT = ("view", "permutation_seed")  # the run's way of reading the data, kept when data= changes the set
+KEPT = ("view", "permutation_seed", "val_size", "eval_batch_size")  # how the run read its data, kept by data=
 
 
 def arguments(argv: list[str]) -> tuple[str, str | None, dict]:
@@ -48,7 +48,10 @@ def data_config(trained: dict, option: str | None, keys: dict) -> dict:
     """The run's data config, or another option's with the run's view, with `keys` set."""
     data = dict(trained["data"])
     if option is not None:
-        other = OmegaConf.to_container(OmegaConf.load(CONF / "data" / f"{option}.yaml"), resolve=False)
+        from hydra import compose, initialize_config_dir
+
+        with initialize_config_dir(str(CONF), version_base="1.3"):  # the option as a run would compose it
+            other = OmegaConf.to_container(compose("train", overrides=[f"data={option}"]).data, resolve=True)
         data = {**other, **{k: data[k] for k in KEPT if k in data}}
     for key, value in keys.items():
         if key not in data:

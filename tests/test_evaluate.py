@@ -98,3 +98,11 @@ def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_pat
     scaled = read_image(tmp_path / "wide.png")
     assert scaled.shape == (28, 28) and scaled[:6].max() <= 10 and scaled[-6:].max() <= 10  # bands of padding
     assert scaled[7:21].max() > 100  # the image, half its size, between them
+
+
+def test_evaluate_on_another_data_set_keeps_the_runs_view(trained, tiny_mnist):
+    result = entry("rnnexp.evaluate", f"ckpt_path={trained}", "data=fashion_mnist", f"data.root={tiny_mnist}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((trained / "evaluation-fashion_mnist" / "evaluation.json").read_text())
+    assert evaluation["data"]["dataset"] == "fashion_mnist" and evaluation["data"]["view"] == "rows"
+    assert list(evaluation["per_class"])[:2] == ["T-shirt/top", "Trouser"]  # its class names
