@@ -60,3 +60,14 @@ def test_predict_classifies_real_test_digits_saved_as_png(trained, real_mnist, t
     probabilities = [float(p) for p in lines[0].split(": ")[1].replace(",", "").split()[1::2]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
     assert 0 < sum(probabilities) <= 1.001
+
+
+def test_fashion_mnist_trains_on_its_own_files(tmp_path, real_fashion_mnist):
+    overrides = ["data=fashion_mnist", f"data.root={real_fashion_mnist}", "model.hidden_size=32"]
+    result = run_train(*overrides, "trainer.max_steps=100", data=real_fashion_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["steps"] == 100
+    assert metrics["test/acc"] > 0.5, metrics  # 10 classes of clothing: far above chance after 100 steps
+    assert "dataset: fashion_mnist" in (run / "config.yaml").read_text()
