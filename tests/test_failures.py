@@ -393,3 +393,15 @@ def test_a_new_run_in_a_folder_that_holds_a_run_is_refused(tmp_path, tiny_mnist,
         in_process(*QUICK, "model.hidden_size=8", f"data.root={tiny_mnist}", run_dir=run_dir)
     assert str(run_dir) in str(exc.value) and "resume=" in str(exc.value)
     assert record(run_dir) == first
+
+
+@pytest.mark.parametrize("content", [b"hi\n", b"\x80\x02}q\x00.", b"PK\x03\x04 not a zip", b""])
+def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(tmp_path, content):
+    from rnnexp.checkpoint import load
+    from rnnexp.errors import CheckpointError
+
+    path = tmp_path / "model.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}: not") and "\n" not in str(err.value)
