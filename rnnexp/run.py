@@ -287,23 +287,22 @@ def open_job(cfg: DictConfig) -> Job | None:
     run_dir = Path(cfg.paths.run_dir)
     resume_from, purge_step = None, None
     experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
-    if cfg.get("resume"):
+    continuing = bool(cfg.get("resume"))
+    if continuing:
         cfg, previous = continued(cfg, run_dir)
-        if previous.get("status") == "completed":
-            log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
-            return None
-        resume_from, purge_step = resume_point(run_dir)
-        experiment = previous.get("experiment", experiment)
     elif rank_zero() and (previous := RunRecord.read(run_dir)).get("status"):  # DDP's other ranks share it
         if not requeued(previous):
             raise OutputError(
                 f"{run_dir} already holds a run ({previous['status']}); continue it with resume={run_dir}, or give "
                 "the new run a folder of its own"
             )
-        if previous["status"] == "completed":
+        log.info(f"job {scheduler_job()} requeued: continuing {run_dir}")
+        continuing = True
+    if continuing:
+        if previous.get("status") == "completed":
+            log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
             return None
         resume_from, purge_step = resume_point(run_dir)
-        log.info(f"job {scheduler_job()} requeued: continuing {run_dir} from {resume_from or 'its start'}")
         experiment = previous.get("experiment", experiment)
     record = RunRecord(run_dir)
     job = scheduler_job()

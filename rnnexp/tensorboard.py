@@ -114,7 +114,7 @@ class PredictionSamples(Callback):
         import matplotlib.pyplot as plt
         import torch
 
-        images = datamodule.images("val")[: self.count]
+        images = datamodule.images("val", self.count)
         labels = datamodule.splits["val"][1][: self.count]
         with torch.no_grad():
             guesses = pl_module.model(datamodule.inputs(images).to(pl_module.device)).argmax(-1).cpu()

@@ -163,13 +163,13 @@ class SequenceDataModule(pl.LightningDataModule):
         floats in [0, 1]."""
         return _scale(self.sequences(images))
 
-    def images(self, split: str) -> torch.Tensor:
-        """A split's images as read, uint8 (N, 28, 28), to show them (the splits hold sequences)."""
+    def images(self, split: str, count: int | None = None) -> torch.Tensor:
+        """A split's images (its first `count`) as read, uint8 (N, 28, 28), to show them (the splits
+        hold sequences)."""
         arrays = load(self.root, self.dataset, download_missing=False)  # parsed once per process
-        if split == "test":
-            return torch.tensor(arrays["test_images"])
         v = self.val_size
-        return torch.tensor(arrays["train_images"][:v] if split == "val" else arrays["train_images"][v:])
+        chosen = {"test": arrays["test_images"], "val": arrays["train_images"][:v], "train": arrays["train_images"][v:]}
+        return torch.tensor(chosen[split][:count])  # a copy of those alone
 
     def prepare_data(self) -> None:
         locate(self.root, self.dataset, download_missing=self.download)  # fetch once, before any split is built
