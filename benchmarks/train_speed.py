@@ -3,11 +3,14 @@
     python benchmarks/train_speed.py                       # LSTM-128, batch 128, 7 repeats
     python benchmarks/train_speed.py --cell gru --hidden 512 --batch 32 --batches 100
     python benchmarks/train_speed.py --grid                # the README's scaling table
+    python benchmarks/train_speed.py --precision bf16-mixed  # both sides under bfloat16 autocast
+    python benchmarks/train_speed.py --time-to 0.99        # the default run: seconds until val/acc >= 0.99
     python benchmarks/train_speed.py data.root=/path/to/mnist trainer.log_every_n_steps=10
 
 Both sides train the same model on the same in-memory MNIST training split with the same optimizer,
-schedule and gradient clipping. The rnnexp side is what `python -m rnnexp.train` builds
-(rnnexp.train.build: default callbacks, TensorBoard logger, checkpointing, progress bar); the plain
+schedule, gradient clipping, label smoothing and precision, without augmentation (data.shift=0; what
+the default run's shifts cost is printed on its own line). The rnnexp side is what `python -m
+rnnexp.train` builds (rnnexp.train.build: default callbacks, TensorBoard logger, checkpointing, progress bar); the plain
 side is a bare loop over index-cut batches. They alternate, one epoch each per repeat, after one
 untimed warm-up epoch each, and the median of the per-repeat ratios is reported with its spread.
 An epoch is timed from its start to the end of its last training batch: validation, checkpoint
@@ -35,7 +38,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
+from rnnexp.data.datamodule import InMemoryBatches  # noqa: E402
+from rnnexp.data.datasets import DATASETS  # noqa: E402
+from rnnexp.data.idx import load  # noqa: E402
 from rnnexp.module import schedule  # noqa: E402
 from rnnexp.train import build  # noqa: E402
 
@@ -79,14 +86,17 @@ def config(args, cell: str, hidden: int, batch: int, run_dir: str):
         f"model.layers={args.layers}",
         f"data.batch_size={batch}",
         f"trainer.accelerator={args.device.replace('cuda', 'gpu')}",
+        f"trainer.precision={args.precision}",
         "trainer.max_epochs=1",
+        "data.shift=0",  # augmentation is work the plain loop does not do: its cost is printed apart (shift_cost)
         f"paths.run_dir={run_dir}",
     ]
     overrides += args.overrides
-    if args.batches:
-        overrides.append(f"+trainer.limit_train_batches={args.batches}")
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides)
+        cfg = compose("train", overrides=overrides)
+    if args.batches:  # Lightning counts its training steps, of steps_per_call batches each
+        OmegaConf.update(cfg, "trainer.limit_train_batches", -(-args.batches // cfg.steps_per_call), force_add=True)
+    return cfg
 
 
 def rnnexp_epoch(cfg, datamodule, timer: EpochTimer) -> float:
@@ -101,8 +111,9 @@ def rnnexp_epoch(cfg, datamodule, timer: EpochTimer) -> float:
 
 
 def plain_epoch(cfg, datamodule, steps: int, device: str) -> float:
-    """The same model, data, optimizer, schedule and clipping in a bare loop over float tensors
-    prepared in advance (the strictest baseline: rnnexp scales its byte images per batch)."""
+    """The same model, data, optimizer, schedule, clipping and precision (bfloat16 autocast around the
+    forward pass for bf16-mixed, as Lightning's) in a bare loop over float tensors prepared in advance
+    (the strictest baseline: rnnexp scales its byte images per batch)."""
     device = torch.device(device)
     x, y = datamodule.splits["train"]
     x, y = x.to(device, torch.float32).div_(255.0), y.to(device)
@@ -110,11 +121,13 @@ def plain_epoch(cfg, datamodule, steps: int, device: str) -> float:
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     size = cfg.data.batch_size
     scheduler = schedule(instantiate(cfg.scheduler), optimizer, steps) if cfg.get("scheduler") else None
+    bf16 = cfg.trainer.precision == "bf16-mixed"
     start = time.perf_counter()
     order = torch.randperm(len(y), device=device)
     for i in range(steps):
         idx = order[i * size : (i + 1) * size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -125,6 +138,49 @@ def plain_epoch(cfg, datamodule, steps: int, device: str) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def time_to(accuracy: float, overrides: list[str]) -> None:
+    """Train the default run (`python -m rnnexp.train`, with `overrides`) and print when its validation
+    accuracy first reached `accuracy`: seconds of training since fit started (validation included), epoch."""
+    with initialize_config_dir(str(CONF), version_base="1.3"), tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose("train", overrides=[f"paths.run_dir={run_dir}", *overrides])
+        datamodule, module, trainer = build(cfg)
+        reached, start = [], time.perf_counter()
+        validated = module.on_validation_epoch_end
+
+        def on_validation_epoch_end():
+            validated()
+            acc = module.val_acc.compute().item() if not trainer.sanity_checking else 0.0
+            if acc >= accuracy and not reached:
+                reached.append((time.perf_counter() - start, trainer.current_epoch + 1, acc))
+
+        module.on_validation_epoch_end = on_validation_epoch_end
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.fit(module, datamodule=datamodule)
+        total = time.perf_counter() - start
+        print(f"default run ({' '.join(overrides) or 'no overrides'}), precision {trainer.precision}: ", end="")
+        if reached:
+            seconds, epoch, acc = reached[0]
+            print(f"val/acc {acc:.4f} >= {accuracy} after {seconds:.1f} s of training (epoch {epoch}); ", end="")
+        else:
+            print(f"val/acc never reached {accuracy}; ", end="")
+        print(f"best {module.val_acc_best:.4f} after {total:.1f} s ({trainer.current_epoch} epochs)")
+
+
+def shift_cost(cfg, datamodule, shift: int = 2) -> float:
+    """Seconds that data.shift=`shift` adds to serving one epoch of training batches."""
+    x, y = datamodule.splits["train"]
+    images = torch.tensor(load(cfg.data.root, DATASETS[cfg.data.dataset])["train_images"][cfg.data.val_size :])
+    seconds = []
+    for s, data in ((0, x), (shift, images)):
+        batches = InMemoryBatches(data, y, cfg.data.batch_size, True, per_step=cfg.steps_per_call, shift=s,
+                                  view=datamodule.sequences)  # fmt: skip
+        start = time.perf_counter()
+        for _ in batches:
+            pass
+        seconds.append(time.perf_counter() - start)
+    return seconds[1] - seconds[0]
 
 
 def prepare(cfg) -> tuple[float, float]:
@@ -139,11 +195,12 @@ def prepare(cfg) -> tuple[float, float]:
 
 def compare(args, cell: str, hidden: int, batch: int) -> dict:
     cfg = config(args, cell, hidden, batch, tempfile.gettempdir())
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, steps_per_call=cfg.steps_per_call)  # as rnnexp.train.build makes it
     datamodule.setup()
     timer = EpochTimer()
     batches_per_epoch = -(-len(datamodule.splits["train"][1]) // batch)
-    timed_batches = min(args.batches or batches_per_epoch, batches_per_epoch)
+    limit = cfg.trainer.get("limit_train_batches")
+    timed_batches = min(limit * cfg.steps_per_call if limit else batches_per_epoch, batches_per_epoch)
     rnnexp_epoch(cfg, datamodule, timer)  # warm-up, untimed: first-call costs, kernel selection
     plain_epoch(cfg, datamodule, timed_batches, args.device)
     ours, plain = [], []
@@ -177,12 +234,15 @@ def header(args) -> str:
                  if ln.startswith("model name")] if Path("/proc/cpuinfo").exists() else []  # fmt: skip
         where = names[0] if names else platform.processor() or "CPU"
     threads = f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
-    return f"torch {torch.__version__}, {threads}, on {args.device}: {where}"
+    precision = "" if args.time_to is not None else f", {args.precision}"  # the default run's: printed with it
+    return f"torch {torch.__version__}, {threads}{precision}, on {args.device}: {where}"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     print(header(args))
+    if args.time_to is not None:
+        return time_to(args.time_to, args.overrides)
     if not args.grid:
         parse, cached = prepare(config(args, args.cell, args.hidden, args.batch, tempfile.gettempdir()))
         print(f"data setup: {parse:.2f} s reading and validating the files, {cached:.2f} s for a sweep's next job")
@@ -195,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rnnexp {r['ours']:.2f} s/epoch ({r['samples_per_s'][0]:.0f} samples/s), "
               f"plain loop {r['plain']:.2f} s/epoch ({r['samples_per_s'][1]:.0f} samples/s)")  # fmt: skip
         print(f"median ratio {r['ratio']:.3f} (min {r['spread'][0]:.3f}, max {r['spread'][1]:.3f})")
+        cfg = config(args, args.cell, args.hidden, args.batch, tempfile.gettempdir())
+        datamodule = instantiate(cfg.data)
+        datamodule.setup()
+        extra = shift_cost(cfg, datamodule)
+        print(f"not in the ratio: data.shift=2 (the default run's augmentation) adds {extra:.2f} s per epoch "
+              f"({extra / r['ours']:.1%} of rnnexp's)")  # fmt: skip
         return
     grid = [("lstm", h, b) for h in (32, 128, 512) for b in (32, 128, 512)] + [("gru", 128, 128), ("rnn", 128, 128)]
     print("| model | batch | batches timed | rnnexp s/epoch | plain s/epoch | ratio (median) | spread |")
@@ -212,8 +278,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--batches", type=int, help="time only this many batches per epoch (s/epoch is scaled up)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        help="time only this many batches per epoch, rounded up to whole "
+        "training steps of steps_per_call (s/epoch is scaled up)",
+    )
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"], help="on both sides")
     parser.add_argument("--grid", action="store_true", help="hidden 32/128/512 x batch 32/128/512, and GRU, RNN")
+    parser.add_argument("--time-to", type=float, metavar="ACC", help="the default run's seconds to this val/acc")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("overrides", nargs="*", help="config overrides for both sides, e.g. data.root=PATH")
     return parser.parse_args(argv)

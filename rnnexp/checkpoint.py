@@ -46,7 +46,7 @@ class LastCheckpoint(Checkpoint):
         self.dirpath, self.every_n_steps, self.every_seconds = Path(dirpath), every_n_steps, every_seconds
         self.config: dict | None = None  # the run's resolved config, set by the run lifecycle
         self.stop_signal: str | None = None
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), 0
 
     @property
     def path(self) -> Path:
@@ -56,7 +56,7 @@ class LastCheckpoint(Checkpoint):
         self.stop_signal = signal_name
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stop = self.stop_signal is not None
@@ -66,7 +66,10 @@ class LastCheckpoint(Checkpoint):
         if stop:
             self.save(trainer)
             raise Stopped(self.stop_signal or "SIGTERM", trainer.global_step, self.path)
-        step_due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        # A training step of the module takes steps_per_call optimizer steps: due at the first one to reach or
+        # pass a multiple of every_n_steps (on it, when steps_per_call divides every_n_steps and the epoch)
+        n = self.every_n_steps
+        step_due = n and trainer.global_step // n > self._saved_step // n
         if step_due or time_due:
             self.save(trainer)
 
@@ -85,10 +88,11 @@ class LastCheckpoint(Checkpoint):
 
     def save(self, trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # all of it, for resume
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["config"] = self.config
+        checkpoint["precision"] = str(trainer.precision)  # what trainer.precision=auto chose: a resume keeps it
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -216,7 +220,16 @@ def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
         if not saved.is_file():
             raise CheckpointError(f"ckpt_path={path}: the checkpoint carries no config; give its run folder")
         config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+    if checkpoint.get("precision"):  # what the run trained and tested in (trainer.precision=auto chose it)
+        config = {**config, "trainer": {**config.get("trainer", {}), "precision": checkpoint["precision"]}}
     datamodule = instantiate(config["data"], seed=config["seed"])
     model = instantiate(config["model"], input_size=datamodule.input_size, num_classes=datamodule.num_classes)
     load_weights(file, model, config)
     return config, model.eval(), file
+
+
+def autocast(config: dict):
+    """The autocast a run's precision used (bf16-mixed: bfloat16 on the CPU), so that a restored model
+    computes what the run tested; a no-op for float32."""
+    bf16 = str(config.get("trainer", {}).get("precision")) in ("bf16-mixed", "bf16")
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)

@@ -27,7 +27,7 @@ DATASETS = ("mnist", "fashion_mnist")
 # Lightning 2.6's `Trainer(precision=...)` values (lightning_fabric's _PRECISION_INPUT).
 PRECISIONS = (
     "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
-    "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16,
+    "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16, "auto",
 )  # fmt: skip
 # pytorch_lightning.Trainer's arguments that take true or false (deterministic also takes "warn").
 TRAINER_FLAGS = (
@@ -41,7 +41,7 @@ METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "te
 # the data's seed: the run's).
 SETTINGS = {
     "rnnexp.data.datamodule.SequenceDataModule": (
-        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "permutation_seed", "download",
+        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "shift", "permutation_seed", "download",
     ),
     "rnnexp.models.classifier.SequenceClassifier": (
         "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
@@ -133,6 +133,8 @@ _OPTIONAL_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or nu
 RULES = {
     "seed": _integer(0, 2**32 - 1),  # Lightning's seed_everything takes numpy's uint32 range
     "grad_clip": _optional(_number(0, low_open=True)),
+    "label_smoothing": _number(0, 1, high_open=True),
+    "steps_per_call": _integer(1),
     "threads": _optional(_integer(1)),
     "test": _BOOL,
     "optimized_metric": _one_of(*METRICS),
@@ -142,6 +144,7 @@ RULES = {
     "data.eval_batch_size": _integer(1),
     "data.val_size": _integer(1),
     "data.view": _one_of(*VIEWS),
+    "data.shift": _integer(0, 27),
     "data.permutation_seed": _integer(0, 2**32 - 1),  # NumPy's RandomState takes uint32 seeds
     "data.download": _BOOL,
     "model.cell": _one_of(*CELLS),

@@ -64,7 +64,7 @@ def data_config(trained: dict, option: str | None, keys: dict) -> dict:
 def evaluate(argv: list[str]) -> dict:
     import torch
 
-    from rnnexp.checkpoint import restore
+    from rnnexp.checkpoint import autocast, restore
     from rnnexp.config import check
     from rnnexp.record import write_atomic
 
@@ -74,8 +74,8 @@ def evaluate(argv: list[str]) -> dict:
     check(OmegaConf.create(config))
     datamodule = datamodule_for(config)
     x, y = datamodule.splits["test"]
-    with torch.no_grad():
-        logits = torch.cat([model(xb) for xb, _ in datamodule.test_dataloader()])
+    with torch.no_grad(), autocast(config):  # in the precision the run tested in: the same accuracy
+        logits = torch.cat([model(xb).float() for xb, _ in datamodule.test_dataloader()])
     probs = logits.softmax(-1)
     confidence, predicted = probs.max(-1)
     n = len(datamodule.classes)

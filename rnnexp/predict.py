@@ -62,7 +62,7 @@ def predict(argv: list[str]) -> int:
     import torch
     from hydra.utils import instantiate
 
-    from rnnexp.checkpoint import restore
+    from rnnexp.checkpoint import autocast, restore
 
     given = [a for a in argv if a.startswith("ckpt_path=")]
     files = [a for a in argv if not a.startswith("ckpt_path=")]
@@ -78,8 +78,8 @@ def predict(argv: list[str]) -> int:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
             continue
-        with torch.no_grad():
-            probs = model(datamodule.inputs(torch.from_numpy(image)[None])).softmax(-1)[0]
+        with torch.no_grad(), autocast(config):  # the precision the run tested in
+            probs = model(datamodule.inputs(torch.from_numpy(image)[None])).float().softmax(-1)[0]
         top = probs.topk(min(3, len(probs)))
         guesses = ", ".join(
             f"{datamodule.classes[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist())

@@ -16,10 +16,33 @@ log = logging.getLogger("rnnexp")
 
 
 def progress_bar(refresh_rate: int = 20) -> ProgressBar:
-    """Lightning's TQDM bar, redrawn every `refresh_rate` steps, when standard output (where the bar
-    draws) is a terminal; otherwise EpochLines. Choosing here, once, keeps the per-step hooks of the
+    """StepBar, redrawn about every `refresh_rate` steps, when standard output (where the bar draws)
+    is a terminal; otherwise EpochLines. Choosing here, once, keeps the per-step hooks of the
     plain-output case Lightning's empty ones."""
-    return TQDMProgressBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else EpochLines()
+    return StepBar(refresh_rate=refresh_rate) if sys.stdout.isatty() else EpochLines()
+
+
+class StepBar(TQDMProgressBar):
+    """Lightning's TQDM bar, counting optimizer steps (batches) rather than Lightning's training
+    steps, each of which takes `steps_per_call` of them: the epoch's total is its batches, and
+    the count is the batches trained so far (the training batches' own position)."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        loader, calls = self.trainer.train_dataloader, self.trainer.num_training_batches
+        if loader is None or not hasattr(loader, "steps"):
+            return calls
+        return loader.steps if calls == len(loader) else calls * (loader.per_step or 1)  # limit_train_batches
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar = self.train_progress_bar
+        if bar is None or not self.is_enabled:
+            return
+        n = min(getattr(trainer.train_dataloader, "position", batch_idx + 1), bar.total or float("inf"))
+        if n - bar.n >= self.refresh_rate or n == bar.total:
+            bar.n = n
+            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
 
 class EpochLines(ProgressBar):

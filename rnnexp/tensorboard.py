@@ -47,6 +47,7 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
         "data/view": cfg["data"]["view"],
         "data/permutation_seed": cfg["data"].get("permutation_seed") if cfg["data"]["view"] == "permuted" else None,
         "data/batch_size": cfg["data"]["batch_size"],
+        "data/shift": cfg["data"].get("shift"),
         "optimizer/name": name(cfg["optimizer"]),
         **{f"optimizer/{k}": v for k, v in arguments(cfg["optimizer"]).items()},
         "scheduler/name": name(cfg.get("scheduler")),
@@ -54,6 +55,7 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
         "trainer/max_epochs": trainer.get("max_epochs"),
         "trainer/max_steps": trainer.get("max_steps"),
         "grad_clip": cfg.get("grad_clip"),
+        "label_smoothing": cfg.get("label_smoothing"),
         "seed": cfg.get("seed"),
         "experiment": experiment,
     }

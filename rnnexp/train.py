@@ -11,6 +11,7 @@ The run's life around that (folder, record, seeding, signals, failures, resume) 
 from __future__ import annotations
 
 import time
+import warnings
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -41,17 +42,19 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
     elif cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    steps_per_epoch = datamodule.train_dataloader().steps
     results.update(
         train_time_s=round(train_time, 2),
         steps=trainer.global_step,
-        steps_per_epoch=trainer.num_training_batches,
-        epochs=round(trainer.global_step / trainer.num_training_batches, 2),
+        steps_per_epoch=steps_per_epoch,
+        epochs=round(trainer.global_step / steps_per_epoch, 2),
         params=sum(p.numel() for p in module.model.parameters()),
         best_checkpoint=best,
     )
     if trainer.logger:  # HParams tab: this run's settings; TensorBoard takes its scalars as the metrics
         experiment = job.record.data.get("experiment")
-        log_hparams(trainer.logger, hparams(OmegaConf.to_container(cfg, resolve=True), experiment))
+        settings = hparams(OmegaConf.to_container(cfg, resolve=True), experiment)
+        log_hparams(trainer.logger, {**settings, "trainer/precision": str(trainer.precision)})  # what auto chose
         trainer.logger.finalize("success")  # flush: written after test, nothing else would
     return results
 
@@ -63,15 +66,18 @@ def build(cfg: DictConfig, job: run.Job | None = None):
 
     from rnnexp.checkpoint import AtomicCheckpointIO, load_weights
     from rnnexp.module import ClassifierModule
+    from rnnexp.precision import resolve
 
-    datamodule = instantiate(cfg.data, seed=cfg.seed)
+    datamodule = instantiate(cfg.data, seed=cfg.seed, steps_per_call=cfg.steps_per_call)
     datamodule.prepare_data()
     datamodule.setup()
     model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
     if cfg.get("ckpt_path") and not (job and job.resume_from):
         load_weights(cfg.ckpt_path, model, OmegaConf.to_container(cfg, resolve=True))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    module = ClassifierModule(model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes)
+    module = ClassifierModule(
+        model, instantiate(cfg.optimizer), scheduler, cfg.grad_clip, datamodule.num_classes, cfg.label_smoothing
+    )
     purge = {"purge_step": job.purge_step} if job and job.purge_step is not None else {}
     logger = instantiate(cfg.logger, **purge) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -79,7 +85,13 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         from rnnexp.study import trial_report
 
         callbacks += [report] if (report := trial_report(cfg)) else []
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    precision = resolve(cfg.trainer, model, datamodule, job.resume_from if job else None)
+    # Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
+    # by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
+    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
+    trainer = instantiate(
+        cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+    )
     return datamodule, module, trainer
 
 

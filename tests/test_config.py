@@ -50,7 +50,7 @@ def test_data_and_model_configs_build_what_they_name(tmp_path, tiny_mnist):
     assert isinstance(datamodule, SequenceDataModule)
     datamodule.setup()
     assert [len(datamodule.splits[s][1]) for s in ("train", "val", "test")] == [350, 50, 100]
-    x, y = next(iter(datamodule.train_dataloader()))
+    [(x, y)] = next(iter(datamodule.train_dataloader()))  # a training step's batches: one (steps_per_call=1)
     assert x.shape == (128, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     for cell in options("model"):
         model = instantiate(composed(tmp_path, f"model={cell}").model, input_size=28, num_classes=10)
@@ -97,7 +97,8 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
     )
     logger = instantiate(cfg.logger)
     assert logger.log_dir.rstrip("/") == str(tmp_path)  # event files straight in the run folder
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=list(callbacks.values()))
+    assert cfg.trainer.precision == "auto"  # rnnexp.train.build resolves it (rnnexp.precision) before the Trainer
+    trainer = instantiate(cfg.trainer, precision="32-true", logger=logger, callbacks=list(callbacks.values()))
     assert isinstance(trainer, pl.Trainer) and trainer.max_epochs == cfg.trainer.max_epochs
     assert composed(tmp_path, "trainer=gpu").trainer.accelerator == "gpu"
 
@@ -254,9 +255,9 @@ def test_check_accepts_what_works(tmp_path, overrides):
     check(composed(tmp_path, *overrides))
 
 
-def test_precisions_are_lightnings():
+def test_precisions_are_lightnings_and_auto():
     lightning = [value for literal in get_args(_PRECISION_INPUT) for value in get_args(literal)]
-    assert sorted(map(repr, PRECISIONS)) == sorted(map(repr, lightning))  # repr: 32 and "32" both
+    assert sorted(map(repr, PRECISIONS)) == sorted(map(repr, [*lightning, "auto"]))  # repr: 32 and "32" both
 
 
 def test_trainer_flags_are_the_trainers_boolean_arguments():
@@ -266,6 +267,7 @@ def test_trainer_flags_are_the_trainers_boolean_arguments():
 
 def test_settings_are_the_constructors_arguments():
     passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed", "logger", "callbacks", "plugins"}
+    passed_by_rnnexp |= {"steps_per_call"}  # the top-level key, shared with the module
     for target, settings in SETTINGS.items():
         arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed_by_rnnexp]
         assert list(settings) == arguments, target

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY, run_train
 from omegaconf import OmegaConf
 
-from rnnexp.data.datamodule import VIEWS, InMemoryBatches, SequenceDataModule, permutation
+from rnnexp.data.datamodule import VIEWS, InMemoryBatches, SequenceDataModule, permutation, shifted
 from rnnexp.data.datasets import MNIST
 from rnnexp.data.idx import load
 from rnnexp.train import build
@@ -71,7 +71,7 @@ def test_each_view_has_its_shape_and_input_size(tiny_mnist):
         "pixels": ((100, 784, 1), 1),
         "permuted": ((100, 784, 1), 1),
     }
-    x, _ = next(iter(_views(tiny_mnist)["permuted"].train_dataloader()))
+    [(x, _)] = next(iter(_views(tiny_mnist)["permuted"].train_dataloader()))
     assert x.shape == (128, 784, 1) and x.dtype == torch.float32
 
 
@@ -124,3 +124,62 @@ def test_a_runs_permutation_is_rebuilt_from_its_config_and_its_checkpoint(tmp_pa
     saved.data.permutation_seed = 8  # another order of the same pixels: another loss
     other = evaluated(saved)
     assert rebuilt == pytest.approx(test_loss, abs=1e-6) and other != pytest.approx(test_loss, abs=1e-6)
+
+
+def test_training_steps_get_the_same_batches_in_the_same_order_several_at_a_time():
+    x = torch.arange(23, dtype=torch.uint8).view(23, 1, 1)
+    one = InMemoryBatches(x, torch.arange(23), batch_size=2, shuffle=True, seed=3)
+    four = InMemoryBatches(x, torch.arange(23), batch_size=2, shuffle=True, seed=3, per_step=4)
+    assert (len(one), one.steps, len(four), four.steps) == (12, 12, 3, 12)
+    for _ in range(2):  # two epochs
+        items = list(four)
+        assert [len(item) for item in items] == [4, 4, 4]
+        assert [y.tolist() for item in items for _, y in item] == [y.tolist() for _, y in one]
+
+
+def test_an_epoch_stopped_between_training_steps_continues_with_the_next_batch():
+    x = torch.arange(23, dtype=torch.uint8).view(23, 1, 1)
+    whole = [y.tolist() for item in InMemoryBatches(x, torch.arange(23), 2, True, seed=3, per_step=4) for _, y in item]
+    first = InMemoryBatches(x, torch.arange(23), 2, True, seed=3, per_step=4)
+    next(iter(first))
+    resumed = InMemoryBatches(x, torch.arange(23), 2, True, seed=3, per_step=4)
+    resumed.load_state_dict(first.state_dict())
+    assert first.state_dict() == {"epoch": 0, "position": 4}
+    assert [y.tolist() for item in resumed for _, y in item] == whole[4:]
+
+
+def test_shift_moves_each_image_by_its_offset_and_fills_with_black():
+    image = torch.zeros(1, 5, 5, dtype=torch.uint8)
+    image[0, 2, 2] = 255  # one white pixel in the middle
+    for dy, dx in [(0, 0), (2, 2), (4, 1), (1, 3)]:
+        moved = shifted(image, 2, torch.tensor([[dy, dx]]))
+        # offsets run 0 to 2 * shift: (2, 2) leaves it in place, (0, 0) moves it 2 down and 2 right
+        expected = torch.zeros(1, 5, 5, dtype=torch.uint8)
+        row, col = 2 + 2 - dy, 2 + 2 - dx
+        if 0 <= row < 5 and 0 <= col < 5:
+            expected[0, row, col] = 255
+        assert torch.equal(moved, expected), (dy, dx)
+
+
+def test_shifted_training_images_differ_each_epoch_the_same_way_on_resume(tiny_mnist):
+    dm = SequenceDataModule(root=str(tiny_mnist), val_size=50, batch_size=32, download=False, shift=2, seed=1)
+    dm.setup()
+    plain = SequenceDataModule(root=str(tiny_mnist), val_size=50, batch_size=32, download=False, seed=1)
+    plain.setup()
+    batches, unshifted = dm.train_dataloader(), plain.train_dataloader()
+    epoch0, epoch0_plain = [b for item in batches for b in item], [b for item in unshifted for b in item]
+    assert all(torch.equal(y, y0) for (_, y), (_, y0) in zip(epoch0, epoch0_plain))  # the same images, in order
+    assert not torch.equal(epoch0[0][0], epoch0_plain[0][0])  # moved
+    state = batches.state_dict()
+    epoch1 = [x for item in batches for x, _ in item]
+    again = dm.train_dataloader()
+    again.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(epoch1, [x for item in again for x, _ in item]))
+    assert not torch.equal(epoch1[0], epoch0[0][0])  # new offsets (and a new order) each epoch
+
+
+def test_shift_applies_to_the_image_before_the_view(tiny_mnist):
+    kw = dict(root=str(tiny_mnist), val_size=50, batch_size=8, download=False, shift=2, seed=1)
+    rows, pixels = SequenceDataModule(**kw), SequenceDataModule(**kw, view="pixels")
+    (xr, _), (xp, _) = next(iter(rows.train_dataloader()))[0], next(iter(pixels.train_dataloader()))[0]
+    assert xp.shape == (8, 784, 1) and torch.equal(xr.flatten(1), xp.flatten(1))

@@ -31,7 +31,18 @@ SEQUENTIAL = {
 
 
 def test_every_notebook_variant_and_sequential_task_has_a_preset():
-    assert PRESETS == sorted([*EXPECTED, *SEQUENTIAL])
+    assert PRESETS == sorted([*EXPECTED, *SEQUENTIAL, "best_rows"])
+
+
+def test_best_rows_sets_its_additions_as_keys_any_run_has(tmp_path):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=best_rows", f"paths.run_dir={tmp_path}"])
+        default = compose("train", overrides=[f"paths.run_dir={tmp_path}"])
+    check(cfg)
+    assert (cfg.data.view, cfg.model.cell, cfg.model.layers, cfg.model.dropout) == ("rows", "lstm", 2, 0.1)
+    assert cfg.data.shift == 2 and cfg.label_smoothing == 0.1 and cfg.trainer.max_epochs == 40
+    assert default.model.layers == 1 and default.data.shift == 2 and default.label_smoothing == 0.1  # the default run's
+    assert cfg.reference.accuracy == 0.9882
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED))
@@ -44,6 +55,7 @@ def test_preset_sets_the_notebooks_settings(tmp_path, preset):
     assert cfg.optimizer._target_ == f"torch.optim.{optimizer}" and cfg.optimizer.lr == lr
     assert cfg.data.batch_size == batch and all(cfg.trainer[k] == v for k, v in length.items())
     assert cfg.grad_clip is None and not cfg.scheduler  # the notebooks clip nothing and keep lr constant
+    assert cfg.data.shift == 0 and cfg.label_smoothing == 0  # nor augment
     assert set(cfg.reference) == {"accuracy", "measured_on"} and cfg.reference.measured_on
     comment = (CONF / "experiment" / f"{preset}.yaml").read_text().splitlines()[1]
     assert comment.startswith("# Reproduces")
@@ -58,7 +70,7 @@ def test_sequential_preset_reads_pixels_with_a_clipped_lstm(tmp_path, tiny_mnist
     assert (cfg.data.view, cfg.data.dataset, cfg.data.batch_size) == (view, "mnist", 128)
     assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.layers, cfg.model.forget_bias) == ("lstm", 128, 1, 1.0)
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3 and cfg.grad_clip == 1.0
-    assert cfg.scheduler._target_.endswith("OneCycleLR")
+    assert cfg.scheduler._target_.endswith("OneCycleLR") and cfg.data.shift == 0 and cfg.label_smoothing == 0
     assert cfg.reference.accuracy == accuracy and source in cfg.reference.measured_on
     assert source in (CONF / "experiment" / f"{preset}.yaml").read_text()
     cfg.data.root, cfg.data.val_size = str(tiny_mnist), 50

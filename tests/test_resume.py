@@ -14,8 +14,10 @@ import torch
 from conftest import ROOT, TINY, run_train, scalars
 
 # Dropout and two layers, so that the RNG state matters; a checkpoint every 3 steps, mostly mid-epoch
-# (11 batches an epoch); logged every 2 steps, so a checkpoint often falls inside a logging interval.
+# (11 batches an epoch); logged every 2 steps, so a checkpoint often falls inside a logging interval;
+# three optimizer steps per training step (4 an epoch: 3, 3, 3 and 2), so logging falls inside them.
 EXACT = [*TINY, "model.layers=2", "model.dropout=0.2", "trainer.max_epochs=25", "callbacks.last.every_n_steps=3"]
+EXACT += ["steps_per_call=3"]
 
 
 def only(paths):
@@ -131,6 +133,7 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path, tiny_m
 
 def test_a_killed_sweep_continues_job_by_job(tmp_path, tiny_mnist):
     sweep_args = ["-m", *TINY, "model.hidden_size=8,16,12", "trainer.max_epochs=30", "callbacks.last.every_n_steps=3"]
+    sweep_args += ["steps_per_call=3"]
     stop_when(tmp_path, tiny_mnist, sweep_args, "multirun/*/1_*/checkpoints/last.ckpt", signal.SIGKILL)
     sweep = only((tmp_path / "multirun").iterdir())
     jobs = ["0_model.hidden_size=8", "1_model.hidden_size=16", "2_model.hidden_size=12"]

@@ -16,6 +16,7 @@ MODEL = {f"model/{k}" for k in "cell hidden_size layers bidirectional dropout no
 MODEL |= {"model/init", "model/readout_init", "model/projection_init"}
 TRAINING = {"data/dataset", "data/view", "data/batch_size", "optimizer/name", "optimizer/lr", "optimizer/weight_decay"}
 TRAINING |= {"scheduler/name", "trainer/precision", "trainer/max_epochs", "trainer/max_steps", "grad_clip", "seed"}
+TRAINING |= {"data/shift", "label_smoothing"}
 
 
 def resolved(tmp_path, *overrides: str) -> dict:

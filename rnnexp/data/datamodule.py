@@ -46,6 +46,18 @@ class InMemoryBatches:
     same size, so every process steps the same number of batches and their gradient all-reduces
     stay in step; evaluation shares are not padded, so every example counts exactly once in the
     metrics, which torchmetrics sums over the processes.
+
+    With `per_step` set, each item is a list of up to that many batches, cut from one gather: the
+    optimizer steps of one Lightning training step (ClassifierModule.training_step), so that
+    Lightning's fixed cost per step is paid once for several. Items are cut from the start of the
+    epoch (the last may be shorter), so every epoch has the same number of them, as Lightning
+    expects. `len()` counts the items; `steps` counts batches; the position counts batches either
+    way, and a checkpoint taken between items resumes at the next one.
+
+    With `shift` > 0 (training), `x` holds images (N, H, W) and each is moved by up to `shift`
+    pixels along each axis (a fresh random offset each time it is served, the uncovered border
+    black) before `view` makes it a sequence: augmentation on the device, drawn per (seed, epoch,
+    batch) so that a resumed epoch draws the same offsets.
     """
 
     def __init__(
@@ -57,14 +69,22 @@ class InMemoryBatches:
         seed: int = 0,
         rank: int = 0,
         world: int = 1,
+        per_step: int | None = None,
+        shift: int = 0,
+        view=None,
     ):
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.per_step, self.shift, self.view = rank, world, per_step, shift, view
         self.epoch = -1  # the epoch being served; the first __iter__ starts epoch 0
         self.position = 0  # batches of that epoch served so far
         self._resume_at: int | None = None
 
     def __len__(self) -> int:
+        return math.ceil(self.steps / (self.per_step or 1))
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch."""
         return math.ceil(self.share / self.batch_size)
 
     @property
@@ -90,22 +110,43 @@ class InMemoryBatches:
             elif len(order) < n * self.world:  # padded with the epoch's first examples
                 order = torch.cat([order, order[: n * self.world - len(order)]])
             order = order[self.rank :: self.world]
-        for start in range(self.position * size, n, size):
-            idx = slice(start, start + size) if order is None else order[start : start + size]
-            self.position += 1
-            yield _scale(self.x[idx]), self.y[idx]
+        span = size * (self.per_step or 1)
+        for start in range(self.position * size, n, span):
+            end = min(start + span, n)
+            idx = slice(start, end) if order is None else order[start:end]
+            x, y = self.x[idx], self.y[idx]
+            if self.shift:
+                x = self.view(shifted(x, self.shift, self._offsets(len(y), start)))
+            x = scale(x)
+            self.position += math.ceil((end - start) / size)
+            yield (x, y) if self.per_step is None else list(zip(x.split(size), y.split(size)))
+
+    def _offsets(self, n: int, start: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + start) % 2**63)
+        return torch.randint(0, 2 * self.shift + 1, (n, 2), generator=generator).to(self.x.device)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["position"] >= len(self):  # stopped at the end of an epoch: the next one starts afresh
+        if state["position"] >= self.steps:  # stopped at the end of an epoch: the next one starts afresh
             self.epoch, self._resume_at = state["epoch"], None
         else:
             self.epoch, self._resume_at = state["epoch"], state["position"]
 
 
-def _scale(images: torch.Tensor) -> torch.Tensor:
+def shifted(images: torch.Tensor, shift: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Images (N, H, W) each moved by offsets (N, 2) - shift pixels down and right (offsets in
+    [0, 2 * shift]), filling with zeros: one gather from the zero-padded images."""
+    n, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (shift, shift, shift, shift))
+    rows = offsets[:, :1] + torch.arange(height, device=images.device)  # (N, H): source rows in padded
+    cols = offsets[:, 1:] + torch.arange(width, device=images.device)
+    return padded[torch.arange(n, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def scale(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1]."""
     return images.to(torch.float32).div_(255.0)
 
 
@@ -116,6 +157,9 @@ class SequenceDataModule(pl.LightningDataModule):
     The validation set is the first `val_size` training images, as in the classic TensorFlow
     tutorials (55,000 / 5,000); the test set is all 10,000 test images. `view` says how an image
     becomes a sequence (VIEWS); `permutation_seed` draws the pixel order of the permuted view.
+    `shift` > 0 augments the training images (InMemoryBatches: random moves of up to that many
+    pixels, applied to the image before the view); `steps_per_call` batches go to each training
+    step of the module.
     """
 
     def __init__(
@@ -126,9 +170,11 @@ class SequenceDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         view: str = "rows",
+        shift: int = 0,
         permutation_seed: int = 0,
         download: bool = True,
         seed: int = 0,
+        steps_per_call: int = 1,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -137,7 +183,7 @@ class SequenceDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.view={view}: choose one of {', '.join(VIEWS)}")
         self.dataset, self.root, self.view, self.permutation_seed = DATASETS[dataset], root, view, permutation_seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
-        self.download, self.seed = download, seed
+        self.download, self.seed, self.shift, self.steps_per_call = download, seed, shift, steps_per_call
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -161,7 +207,7 @@ class SequenceDataModule(pl.LightningDataModule):
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, 28, 28) as the model reads them in training: this view's sequences of
         floats in [0, 1]."""
-        return _scale(self.sequences(images))
+        return scale(self.sequences(images))
 
     def images(self, split: str, count: int | None = None) -> torch.Tensor:
         """A split's images (its first `count`) as read, uint8 (N, 28, 28), to show them (the splits
@@ -190,12 +236,14 @@ class SequenceDataModule(pl.LightningDataModule):
             "val": (train_x[:v], train_y[:v]),
             "test": self._tensors(arrays["test_images"], arrays["test_labels"]),
         }
+        if self.shift:  # shifted as images, then made sequences, batch by batch
+            self.splits["train_images"] = (torch.tensor(arrays["train_images"][v:]), train_y[v:])
 
     def _tensors(self, images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (N, steps, features) and int64 labels, copied from the read-only arrays."""
         return self.sequences(torch.tensor(images)), torch.from_numpy(labels.astype(np.int64))
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
+    def _batches(self, split: str, batch_size: int, shuffle: bool, per_step: int | None = None, shift: int = 0):
         self.setup()
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
@@ -203,10 +251,16 @@ class SequenceDataModule(pl.LightningDataModule):
         if x.device != device:  # keep the split on the training device: no copy per batch
             x, y = x.to(device), y.to(device)
             self.splits[split] = (x, y)
-        return InMemoryBatches(x, y, batch_size, shuffle, self.seed, rank, world)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.seed, rank, world, per_step, shift, self.sequences)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        """Lists of `steps_per_call` batches: one per training step of the module. One batch at a
+        time with several processes, whose gradient all-reduce pairs each forward with one backward."""
+        world = self.trainer.world_size if self.trainer else 1
+        per_step = self.steps_per_call if world == 1 else 1
+        if self.shift:
+            return self._batches("train_images", self.batch_size, shuffle=True, per_step=per_step, shift=self.shift)
+        return self._batches("train", self.batch_size, shuffle=True, per_step=per_step)
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", self.eval_batch_size, shuffle=False)
