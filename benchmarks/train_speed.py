@@ -145,6 +145,7 @@ def time_to(accuracy: float, overrides: list[str]) -> None:
     accuracy first reached `accuracy`: seconds of training since fit started (validation included), epoch."""
     with initialize_config_dir(str(CONF), version_base="1.3"), tempfile.TemporaryDirectory() as run_dir:
         cfg = compose("train", overrides=[f"paths.run_dir={run_dir}", *overrides])
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as rnnexp.run does: the run of that seed
         datamodule, module, trainer = build(cfg)
         reached, start = [], time.perf_counter()
         validated = module.on_validation_epoch_end
@@ -159,7 +160,8 @@ def time_to(accuracy: float, overrides: list[str]) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             trainer.fit(module, datamodule=datamodule)
         total = time.perf_counter() - start
-        print(f"default run ({' '.join(overrides) or 'no overrides'}), precision {trainer.precision}: ", end="")
+        what = " ".join(overrides) or "no overrides"
+        print(f"default run ({what}), seed {cfg.seed}, precision {trainer.precision}: ", end="")
         if reached:
             seconds, epoch, acc = reached[0]
             print(f"val/acc {acc:.4f} >= {accuracy} after {seconds:.1f} s of training (epoch {epoch}); ", end="")

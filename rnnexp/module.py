@@ -122,10 +122,6 @@ class ClassifierModule(pl.LightningModule):
                 self._step(loss)
             if scheduler is not None:
                 scheduler.step()
-            # Under autocast (bf16-mixed), which Lightning holds open around the whole training step, the
-            # lower-precision copies of the weights are cached until it closes: the next forward would use
-            # the weights from before this step's update
-            torch.clear_autocast_cache()
             self.train_sums[0] += loss.detach()
             self.train_sums[1] += (logits.detach().argmax(-1) == y).sum()
             self._train_steps, self._train_seen = self._train_steps + 1, self._train_seen + len(y)

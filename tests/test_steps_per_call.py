@@ -17,8 +17,8 @@ def only(paths):
     return paths[0]
 
 
-# bf16-mixed: Lightning's autocast spans the training step, whose later optimizer steps must not see
-# the bfloat16 weights cast before the earlier ones' updates.
+# bf16-mixed: Lightning's autocast spans the whole training step; its later optimizer steps must still
+# see the weights the earlier ones updated (Lightning opens it with the weight cache off).
 @pytest.mark.parametrize("extra", [[], ["trainer.max_steps=25"], ["trainer.precision=bf16-mixed"]])
 def test_steps_per_call_changes_nothing_but_speed(tmp_path, tiny_mnist, extra):
     runs = {}
