@@ -6,7 +6,7 @@ and even on one with them (AVX-512 BF16, AMX) a small model's step is too short 
 on an AMD EPYC with AVX-512 BF16: LSTM-128 at batch 128 1.35x faster, LSTM-32 at batch 32 1.18x
 slower). So `auto` times a few training steps of a copy of the run's model in both precisions, on
 the run's device and batch size, and takes bf16-mixed only when it is at least MARGIN faster. The
-accuracy it keeps is measured, not assumed: README "The default run" (seeds 1-3 in each precision).
+accuracy it keeps is measured, not assumed: README, "Precision" (the default run, seeds 1-3 each way).
 
 A resumed run keeps the precision its checkpoint was trained in (checkpoint["precision"]), so that
 it continues exactly whatever a new measurement would say. The processes of a several-device run
