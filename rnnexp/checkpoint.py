@@ -35,8 +35,8 @@ class LastCheckpoint(Checkpoint):
     """checkpoints/last.ckpt, rewritten after every validation, every `every_n_steps` training steps
     and every `every_seconds` of training (whichever comes first; null turns one off), and when
     a stop is requested (`request_stop`, called from a signal handler): then the run stops after
-    the current step, which is saved, and raises Stopped. A killed run loses at most the work
-    since the last of these.
+    the current step (at an epoch's end, after its validation), which is saved, and raises Stopped.
+    A killed run loses at most the work since the last of these.
 
     A Checkpoint subclass, so Lightning runs it after the best-checkpoint callback: last.ckpt then
     holds that callback's state for the same validation.
@@ -63,7 +63,10 @@ class LastCheckpoint(Checkpoint):
         time_due = self.every_seconds is not None and time.monotonic() - self._saved_at >= self.every_seconds
         if trainer.world_size > 1:  # saving is collective: all processes decide together, on every step
             stop, time_due = self._any(trainer, stop, time_due)
-        if stop:
+        # At an epoch's last training step, the stop waits for the epoch's validation (on_validation_end, or
+        # the next step where there is none): stopped before it, a resumed run would begin the next epoch,
+        # and that validation would never run.
+        if stop and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.save(trainer)
             raise Stopped(self.stop_signal or "SIGTERM", trainer.global_step, self.path)
         # A training step of the module takes steps_per_call optimizer steps: due at the first one to reach or
@@ -83,8 +86,14 @@ class LastCheckpoint(Checkpoint):
         return [bool(v) for v in tensor.tolist()]
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.sanity_checking:
-            self.save(trainer)
+        if trainer.sanity_checking:
+            return
+        self.save(trainer)
+        stop = self.stop_signal is not None
+        if trainer.world_size > 1:
+            [stop] = self._any(trainer, stop)
+        if stop:  # requested during the epoch's last training step: now its validation is saved too
+            raise Stopped(self.stop_signal or "SIGTERM", trainer.global_step, self.path)
 
     def save(self, trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # all of it, for resume

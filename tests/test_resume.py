@@ -171,3 +171,41 @@ def test_resume_takes_no_other_overrides(tmp_path, tiny_mnist, reference):
         f"error: resume={reference}: takes no other overrides (trainer.max_epochs=50); a run continues with the "
         "config it was started with"
     ]
+
+
+def test_a_stop_during_an_epochs_last_step_waits_for_its_validation_and_resumes_exactly(tmp_path, tiny_mnist):
+    """Stopped before the epoch's validation, a resumed run would start the next epoch and that
+    validation would never run; so the stop comes after it (in process, the stop asked for at a
+    chosen step rather than by a signal's timing)."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_dir
+    from pytorch_lightning.callbacks import Callback
+
+    from rnnexp.checkpoint import LastCheckpoint, Stopped
+    from rnnexp.train import build
+
+    class StopAtLastStepOfFirstEpoch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 0 and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint)).request_stop("SIGTERM")
+
+    def fit(run_dir, stop=False, resume=None):
+        overrides = [*TINY, f"data.root={tiny_mnist}", f"paths.run_dir={run_dir}", "~logger", "steps_per_call=4"]
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "model.dropout=0.2", "model.layers=2"])
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, module, trainer = build(cfg)
+        if stop:
+            trainer.callbacks.append(StopAtLastStepOfFirstEpoch())
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=not resume)
+        return module, trainer
+
+    reference, _ = fit(tmp_path / "reference")
+    with pytest.raises(Stopped) as stopped:
+        fit(tmp_path / "stopped", stop=True)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    assert stopped.value.step == 11  # the first epoch's 11 batches, in training steps of 4, 4 and 3
+    assert torch.load(last, weights_only=False)["module_state"]["val_acc_best"] is not None  # validated first
+    resumed, trainer = fit(tmp_path / "stopped", resume=str(last))
+    assert trainer.global_step == 33 and resumed.val_acc_best == reference.val_acc_best
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), reference.state_dict().values()))
