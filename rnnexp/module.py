@@ -42,7 +42,7 @@ class ClassifierModule(pl.LightningModule):
     """Cross-entropy training with accuracy for train, validation and test.
 
     The training step is kept lean (benchmarks/train_speed.py measures it against a plain loop).
-    Lightning's fixed cost per training step (hooks, progress, about 0.5 ms) is paid once for
+    Lightning's fixed cost per training step (hooks, progress; README "Speed") is paid once for
     several optimizer steps: each training step gets a list of batches (`steps_per_call`, cut by
     the DataModule) and takes one optimizer step for each, stopping at trainer.max_steps exactly.
     Optimization is written out by hand (Lightning's manual optimization: one backward, optional

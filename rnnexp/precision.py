@@ -2,9 +2,9 @@
 device, float32 elsewhere.
 
 bfloat16 is not faster everywhere: on a CPU without bfloat16 instructions it is emulated and slower,
-and even on one with them (AVX-512 BF16, AMX) a small model's step is too short to gain (measured
-on an AMD EPYC with AVX-512 BF16: LSTM-128 at batch 128 1.35x faster, LSTM-32 at batch 32 1.18x
-slower). So `auto` times a few training steps of a copy of the run's model in both precisions, on
+and even on one with them (AVX-512 BF16, AMX) a small model's step is too short to gain (this
+module's own measurement on an AMD EPYC with AVX-512 BF16: LSTM-128 at batch 128 1.32-1.60x faster,
+LSTM-32 at batch 32 about 1.1x slower). So `auto` times a few training steps of a copy of the run's model in both precisions, on
 the run's device and batch size, and takes bf16-mixed only when it is at least MARGIN faster. The
 accuracy it keeps is measured, not assumed: README, "Precision" (the default run, seeds 1-3 each way).
 
@@ -90,18 +90,15 @@ def device_of(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve(trainer_cfg, model: nn.Module, datamodule, resume_from=None):
-    """The Trainer's precision for trainer.precision: itself unless it is `auto`."""
+def resolve(trainer_cfg, model: nn.Module, datamodule, resumed: str | None = None):
+    """The Trainer's precision for trainer.precision: itself unless it is `auto`; for `auto`, what
+    the run being resumed trained in (`resumed`, from its checkpoint), else measured."""
     precision = trainer_cfg.get("precision", "32-true")
     if precision != AUTO:
         return precision
-    if resume_from is not None:
-        from rnnexp.checkpoint import load
-
-        saved = load(resume_from).get("precision")
-        if saved:
-            log.info(f"precision: {saved}, as the run being resumed")
-            return saved
+    if resumed:
+        log.info(f"precision: {resumed}, as the run being resumed")
+        return resumed
     if int(os.environ.get("LOCAL_RANK", 0)) > 0 and os.environ.get(CHOSEN):  # started by the first process
         return os.environ[CHOSEN]
     if int(os.environ.get("SLURM_NTASKS", 1)) > 1:

@@ -84,6 +84,7 @@ class Job:
     record: RunRecord
     resume_from: Path | None = None  # last.ckpt of the run being continued
     purge_step: int | None = None  # TensorBoard hides what an earlier attempt logged from here on
+    precision: str | None = None  # what the run being continued trained in (trainer.precision=auto keeps it)
     trainer: object = None
     stopped_by: str | None = None  # the signal that stopped training
     _last: object = field(default=None, repr=False)
@@ -285,7 +286,7 @@ def open_job(cfg: DictConfig) -> Job | None:
     the checkpoint to continue from (None when the run is already complete). A folder that holds
     another run is refused."""
     run_dir = Path(cfg.paths.run_dir)
-    resume_from, purge_step = None, None
+    resume_from, purge_step, precision = None, None, None
     experiment = HydraConfig.get().runtime.choices.get("experiment") if HydraConfig.initialized() else None
     continuing = bool(cfg.get("resume"))
     if continuing:
@@ -302,7 +303,7 @@ def open_job(cfg: DictConfig) -> Job | None:
         if previous.get("status") == "completed":
             log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
             return None
-        resume_from, purge_step = resume_point(run_dir)
+        resume_from, purge_step, precision = resume_point(run_dir)
         experiment = previous.get("experiment", experiment)
     record = RunRecord(run_dir)
     job = scheduler_job()
@@ -312,7 +313,7 @@ def open_job(cfg: DictConfig) -> Job | None:
         **({"scheduler_job": job} if job else {}),
     )
     record.save_config(cfg)
-    return Job(cfg, run_dir, record, resume_from, purge_step)
+    return Job(cfg, run_dir, record, resume_from, purge_step, precision)
 
 
 def scheduler_job() -> str | None:
@@ -454,20 +455,20 @@ def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
     return saved, previous
 
 
-def resume_point(run_dir: Path) -> tuple[Path | None, int]:
-    """last.ckpt of the run, if any, and the TensorBoard step from which what an earlier attempt
-    logged is hidden (it is logged again, identically, from the checkpoint on)."""
+def resume_point(run_dir: Path) -> tuple[Path | None, int, str | None]:
+    """last.ckpt of the run, if any; the TensorBoard step from which what an earlier attempt logged
+    is hidden (it is logged again, identically, from the checkpoint on); the precision it trained in."""
     from rnnexp.checkpoint import LAST, load
 
     path = run_dir / "checkpoints" / LAST
     if not path.exists():
-        return None, 0  # killed before its first checkpoint: start afresh, in the same folder
+        return None, 0, None  # killed before its first checkpoint: start afresh, in the same folder
     checkpoint = load(path)
     try:
         stepped = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
     except KeyError as err:
         raise CheckpointError(f"{path}: holds no training progress; it cannot continue a run") from err
-    return path, stepped + 1
+    return path, stepped + 1, checkpoint.get("precision")
 
 
 def resume_argv(argv: list[str]) -> list[str]:

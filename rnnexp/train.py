@@ -21,6 +21,9 @@ from rnnexp.config import swept
 from rnnexp.tensorboard import hparams, log_hparams
 
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
+# Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
+# by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
+warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -85,10 +88,7 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         from rnnexp.study import trial_report
 
         callbacks += [report] if (report := trial_report(cfg)) else []
-    precision = resolve(cfg.trainer, model, datamodule, job.resume_from if job else None)
-    # Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
-    # by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
-    warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
+    precision = resolve(cfg.trainer, model, datamodule, job.precision if job else None)
     trainer = instantiate(
         cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
     )

@@ -52,11 +52,16 @@ def test_a_run_records_the_precision_auto_chose_and_its_checkpoint_keeps_it(tmp_
 
 
 def test_a_resumed_auto_run_keeps_the_checkpoints_precision(tmp_path):
-    ckpt = tmp_path / "last.ckpt"
-    torch.save({"state_dict": {}, "precision": "bf16-mixed"}, ckpt)
+    from rnnexp.run import resume_point
+
+    (tmp_path / "checkpoints").mkdir()
+    loops = {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7}}}
+    torch.save({"state_dict": {}, "loops": loops, "precision": "bf16-mixed"}, tmp_path / "checkpoints" / "last.ckpt")
+    _, purge_step, resumed = resume_point(tmp_path)  # the one read of the checkpoint before training
     cfg = {"precision": "auto", "accelerator": "cpu"}
-    assert precision.resolve(cfg, SequenceClassifier(28), datamodule=None, resume_from=ckpt) == "bf16-mixed"
-    assert precision.resolve({**cfg, "precision": "32-true"}, None, None, resume_from=ckpt) == "32-true"
+    assert purge_step == 8
+    assert precision.resolve(cfg, SequenceClassifier(28), datamodule=None, resumed=resumed) == "bf16-mixed"
+    assert precision.resolve({**cfg, "precision": "32-true"}, None, None, resumed=resumed) == "32-true"
 
 
 def test_device_processes_agree_on_what_auto_chose(monkeypatch):

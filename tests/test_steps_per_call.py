@@ -5,10 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import TINY, run_train, scalars
+from conftest import ROOT, TINY, run_train, scalars
+from hydra import compose, initialize_config_dir
 from pytorch_lightning.callbacks import Callback
 
 from rnnexp.module import ClassifierModule, Lean
+from rnnexp.progress import StepBar
+from rnnexp.train import build
 
 
 def only(paths):
@@ -41,6 +44,14 @@ def test_steps_per_call_changes_nothing_but_speed(tmp_path, tiny_mnist, extra):
     assert all(torch.equal(c1["state_dict"][k], c4["state_dict"][k]) for k in c1["state_dict"])
 
 
+def built(tmp_path, tiny_mnist):
+    """The DataModule, module and Trainer of a one-epoch tiny run, four batches a training step, no logger
+    or callbacks."""
+    overrides = [*TINY, f"data.root={tiny_mnist}", f"paths.run_dir={tmp_path}", "~logger", "~callbacks"]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return build(compose("train", overrides=[*overrides, "trainer.max_epochs=1", "steps_per_call=4"]))
+
+
 class CountsBackward(Callback):
     def __init__(self):
         self.calls = 0
@@ -50,15 +61,7 @@ class CountsBackward(Callback):
 
 
 def test_a_callback_on_the_backward_hooks_gets_lightnings_path_and_is_called_every_step(tmp_path, tiny_mnist):
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
-
-    from rnnexp.train import build
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, f"data.root={tiny_mnist}", f"paths.run_dir={tmp_path}", "~logger",
-                                          "~callbacks", "trainer.max_epochs=1", "steps_per_call=4"])  # fmt: skip
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = built(tmp_path, tiny_mnist)
     counter = CountsBackward()
     trainer.callbacks.append(counter)
     lean = []
@@ -70,16 +73,7 @@ def test_a_callback_on_the_backward_hooks_gets_lightnings_path_and_is_called_eve
 
 
 def test_the_progress_bar_counts_optimizer_steps(tmp_path, tiny_mnist):
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
-
-    from rnnexp.progress import StepBar
-    from rnnexp.train import build
-
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, f"data.root={tiny_mnist}", f"paths.run_dir={tmp_path}", "~logger",
-                                          "~callbacks", "trainer.max_epochs=1", "steps_per_call=4"])  # fmt: skip
-    datamodule, module, trainer = build(cfg)
+    datamodule, module, trainer = built(tmp_path, tiny_mnist)
     bar = StepBar(refresh_rate=1)
     shown = []
     update = StepBar.on_train_batch_end
