@@ -91,8 +91,8 @@ def config(args, cell: str, hidden: int, batch: int, run_dir: str):
     overrides += args.overrides
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    if args.batches:  # Lightning counts its training steps, of steps_per_call batches each
-        OmegaConf.update(cfg, "trainer.limit_train_batches", -(-args.batches // cfg.steps_per_call), force_add=True)
+    if args.batches:  # in batches (optimizer steps): the datamodule cuts the epoch
+        OmegaConf.update(cfg, "trainer.limit_train_batches", args.batches, force_add=True)
     return cfg
 
 
@@ -193,12 +193,12 @@ def prepare(cfg) -> tuple[float, float]:
 
 def compare(args, cell: str, hidden: int, batch: int) -> dict:
     cfg = config(args, cell, hidden, batch, tempfile.gettempdir())
-    datamodule = instantiate(cfg.data, steps_per_call=cfg.steps_per_call)  # as rnnexp.train.build makes it
+    limit = cfg.trainer.get("limit_train_batches")
+    datamodule = instantiate(cfg.data, steps_per_call=cfg.steps_per_call, limit_train_batches=limit)  # as build does
     datamodule.setup()
     timer = EpochTimer()
     batches_per_epoch = -(-len(datamodule.splits["train"][1]) // batch)
-    limit = cfg.trainer.get("limit_train_batches")
-    timed_batches = min(limit * cfg.steps_per_call if limit else batches_per_epoch, batches_per_epoch)
+    timed_batches = min(limit or batches_per_epoch, batches_per_epoch)
     rnnexp_epoch(cfg, datamodule, timer)  # warm-up, untimed: first-call costs, kernel selection
     plain_epoch(cfg, datamodule, timed_batches, args.device)
     ours, plain = [], []

@@ -10,15 +10,15 @@ run's resolved config and the RNG states.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from rnnexp.errors import CheckpointError, OutputError
+from rnnexp.record import atomic_file
 
 LAST = "last.ckpt"
 
@@ -32,14 +32,27 @@ class Stopped(Exception):
 
 
 class LastCheckpoint(Checkpoint):
-    """checkpoints/last.ckpt, rewritten after every validation, every `every_n_steps` training steps
-    and every `every_seconds` of training (whichever comes first; null turns one off), and when
-    a stop is requested (`request_stop`, called from a signal handler): then the run stops after
-    the current step (at an epoch's end, after its validation), which is saved, and raises Stopped.
-    A killed run loses at most the work since the last of these.
+    """checkpoints/last.ckpt: one consistent snapshot of the run, what `resume=` continues from.
 
-    A Checkpoint subclass, so Lightning runs it after the best-checkpoint callback: last.ckpt then
-    holds that callback's state for the same validation.
+    Written at three moments, each after everything that moment changes (this is the one place
+    that orders them):
+    - after a training step of the module (its steps_per_call optimizer steps, the data position
+      advanced, the train metrics of those steps logged): every `every_n_steps` optimizer steps
+      and every `every_seconds` of training (whichever comes first; null turns one off);
+    - after each validation: its metrics, the module's best-so-far, and then the best checkpoint
+      (BestCheckpoint saves when this callback asks it to, just before last.ckpt), so that
+      last.ckpt names the best file of the same validation;
+    - when a stop is requested (`request_stop`, from a signal handler): the run stops after the
+      current step, which is saved (at an epoch's last step, after the epoch's validation; after
+      the run's last, at the end of training, before its test), and raises Stopped.
+    A killed run loses at most the work since the last of these; tests/test_kill_anywhere.py kills
+    runs at every point between them.
+
+    Besides Lightning's state (weights, optimizer, schedule, loop progress, the data position,
+    every callback's state) and the module's, the snapshot holds the run's resolved config (its
+    paths relative to the run folder), the precision, the RNG states, and the run's own counters:
+    the metrics so far and the training time so far, so that a resumed attempt that has nothing
+    left to train still records what the run measured.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int | None = None, every_seconds: float | None = 60.0):
@@ -47,6 +60,8 @@ class LastCheckpoint(Checkpoint):
         self.config: dict | None = None  # the run's resolved config, set by the run lifecycle
         self.stop_signal: str | None = None
         self._saved_at, self._saved_step = time.monotonic(), 0
+        self.metrics: dict[str, float] = {}  # of earlier attempts, up to the checkpoint this one resumed from
+        self._time_before, self._started, self._ended = 0.0, None, None
 
     @property
     def path(self) -> Path:
@@ -57,16 +72,35 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+        self._started, self._ended = time.perf_counter(), None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._ended = time.perf_counter()
+        if self.stop_signal is not None:  # asked for after the last save point: the run stops before its test
+            if self._saved_step != trainer.global_step:
+                self.save(trainer)
+            raise Stopped(self.stop_signal, trainer.global_step, self.path)
+
+    @property
+    def train_time_s(self) -> float:
+        """Seconds of training in this run: its earlier attempts' up to the checkpoint this one
+        continued from (their time after it is trained again), and this attempt's."""
+        if self._started is None:
+            return self._time_before
+        return self._time_before + (self._ended or time.perf_counter()) - self._started
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stop = self.stop_signal is not None
         time_due = self.every_seconds is not None and time.monotonic() - self._saved_at >= self.every_seconds
         if trainer.world_size > 1:  # saving is collective: all processes decide together, on every step
             stop, time_due = self._any(trainer, stop, time_due)
-        # At an epoch's last training step, the stop waits for the epoch's validation (on_validation_end, or
-        # the next step where there is none): stopped before it, a resumed run would begin the next epoch,
-        # and that validation would never run.
-        if stop and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        # A step after which the run validates (an epoch's last, or the run's last at max_steps) is saved after that
+        # validation (on_validation_end) instead, and a stop asked for then waits for it: saved before it, a resumed
+        # run would go on past it, and that validation would never run.
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or 0 < trainer.max_steps <= trainer.global_step:
+            return
+        if stop:
             self.save(trainer)
             raise Stopped(self.stop_signal or "SIGTERM", trainer.global_step, self.path)
         # A training step of the module takes steps_per_call optimizer steps: due at the first one to reach or
@@ -88,6 +122,9 @@ class LastCheckpoint(Checkpoint):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
+        for callback in trainer.checkpoint_callbacks:
+            if isinstance(callback, BestCheckpoint):
+                callback.save_best(trainer, pl_module)
         self.save(trainer)
         stop = self.stop_signal is not None
         if trainer.world_size > 1:
@@ -105,13 +142,56 @@ class LastCheckpoint(Checkpoint):
         checkpoint["rng"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        checkpoint["run"] = {"metrics": {**self.metrics, **metrics}, "train_time_s": self.train_time_s}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        run = checkpoint.get("run") or {}
+        self.metrics, self._time_before = run.get("metrics", {}), run.get("train_time_s", 0.0)
         rng = checkpoint.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (conf/callbacks/default.yaml: the best epoch by validation
+    accuracy), with two changes:
+
+    - beside a LastCheckpoint it saves when that asks it to, at each validation's end just before
+      last.ckpt is written, so that last.ckpt holds this callback's state for the same validation
+      whatever order the callbacks run in (alone, it saves at validation end as Lightning's does);
+    - the files its saved state names are taken relative to the folder they were saved in: a run
+      folder copied or moved elsewhere continues with its own best checkpoint, and never deletes
+      or tests the original's (Lightning's own keeps only `best_model_path` when the folder differs,
+      and that still names the original's file).
+    """
+
+    def __init__(self, *args, save_on_train_epoch_end: bool = False, **kwargs):
+        # False: at validation end, where the metric it ranks by is new (Lightning's default with one validation
+        # an epoch saves at the training epoch's end instead, after last.ckpt of that validation was written).
+        super().__init__(*args, save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not any(isinstance(c, LastCheckpoint) for c in trainer.callbacks):
+            super().on_validation_end(trainer, pl_module)
+
+    def save_best(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved_in = state_dict.get("dirpath")
+
+        def here(path):
+            if not path or not saved_in or not self.dirpath:
+                return path
+            inside = os.path.relpath(path, saved_in) if os.path.isabs(path) else path
+            return path if inside.startswith("..") else os.path.join(self.dirpath, inside)
+
+        rebased = {k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")}
+        best_k = {here(path): score for path, score in (state_dict.get("best_k_models") or {}).items()}
+        super().load_state_dict({**state_dict, **rebased, "best_k_models": best_k, "dirpath": self.dirpath})
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -122,23 +202,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         path = Path(path)
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_file(path, "wb", sync=True) as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as err:  # a folder that cannot be made, a full disk
             raise OutputError(
                 f"cannot write the checkpoint {path}: {err.strerror or err}; free space or point the run at a "
                 "writable folder (RNNEXP_OUTPUT_DIR, hydra.run.dir)"
             ) from err
-        finally:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict:
         return load(path, map_location=map_location)
@@ -176,12 +248,7 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, config: dict) 
             "(to continue a stopped run in its own folder: resume=<run folder>)"
         ) from err
     weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    theirs = checkpoint.get("config") or {}
-    differ = [
-        f"{key}={_select(theirs, key)} there, {_select(config, key)} here"
-        for key in SHAPE_KEYS
-        if theirs and _select(theirs, key) != _select(config, key)
-    ]
+    differ = other_shape(checkpoint, config)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -191,14 +258,29 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, config: dict) 
         ) from err
 
 
+def other_shape(checkpoint: dict, config: dict) -> list[str]:
+    """The settings of SHAPE_KEYS in which the model a checkpoint holds differs from the one `config`
+    describes, each as `key=<theirs> there, <ours> here` (none where the checkpoint carries no config)."""
+    theirs = checkpoint.get("config") or {}
+    return [
+        f"{key}={_select(theirs, key)} there, {_select(config, key)} here"
+        for key in SHAPE_KEYS
+        if theirs and _select(theirs, key) != _select(config, key)
+    ]
+
+
 def weights_file(path: Path) -> Path:
-    """A run folder's best checkpoint (as its metrics.json names it), else its last.ckpt."""
+    """A run folder's best checkpoint (as its metrics.json names it: relative to the folder, or, in
+    a record written before records were portable, in full, taken inside the folder by its name),
+    else its last.ckpt."""
     if not path.is_dir():
         return path
-    from rnnexp.record import RunRecord
+    from rnnexp.record import RunRecord, from_run
 
-    best = RunRecord.read(path).get("best_checkpoint")
-    return Path(best) if best and Path(best).is_file() else path / "checkpoints" / LAST
+    best = from_run(RunRecord.read(path).get("best_checkpoint"), path)
+    if best is not None and best.is_absolute() and (path / "checkpoints" / best.name).is_file():
+        best = path / "checkpoints" / best.name
+    return best if best is not None and best.is_file() else path / "checkpoints" / LAST
 
 
 def _select(config: dict, dotted: str):
@@ -225,10 +307,11 @@ def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
     if config is None:  # written before checkpoints carried their config: its run folder has it
         from omegaconf import OmegaConf
 
-        saved = file.parent.parent / CONFIG
-        if not saved.is_file():
+        from rnnexp.record import saved_config
+
+        if not (file.parent.parent / CONFIG).is_file():
             raise CheckpointError(f"ckpt_path={path}: the checkpoint carries no config; give its run folder")
-        config = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        config = OmegaConf.to_container(saved_config(file.parent.parent), resolve=True)
     if checkpoint.get("precision"):  # what the run trained and tested in (trainer.precision=auto chose it)
         config = {**config, "trainer": {**config.get("trainer", {}), "precision": checkpoint["precision"]}}
     datamodule = instantiate(config["data"], seed=config["seed"])

@@ -175,6 +175,10 @@ RULES = {
     "trainer.max_epochs": _EPOCHS_OR_STEPS,
     "trainer.max_steps": _EPOCHS_OR_STEPS,
     "trainer.log_every_n_steps": _integer(1),
+    "trainer.limit_train_batches": (  # counted in batches (optimizer steps): rnnexp.data.datamodule cuts the epochs
+        lambda v: v is None or _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1,
+        "null, a number of batches >= 1, or a fraction of the epoch > 0 and <= 1",
+    ),
     "trainer.precision": (
         lambda v: (isinstance(v, str) or _is_int(v)) and v in PRECISIONS,
         f"one of {', '.join(dict.fromkeys(map(str, PRECISIONS)))}",

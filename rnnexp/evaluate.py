@@ -66,7 +66,7 @@ def evaluate(argv: list[str]) -> dict:
 
     from rnnexp.checkpoint import autocast, restore
     from rnnexp.config import check
-    from rnnexp.record import write_atomic
+    from rnnexp.record import in_run, write_atomic
 
     path, option, keys = arguments(argv)
     trained, model, file = restore(path)
@@ -87,7 +87,7 @@ def evaluate(argv: list[str]) -> dict:
     out = run_dir / ("evaluation" if option is None else f"evaluation-{option}")
     out.mkdir(parents=True, exist_ok=True)
     result = {
-        "checkpoint": str(file),
+        "checkpoint": in_run(file, run_dir),  # relative to the run folder where it is inside it
         "data": config["data"],
         "test_images": len(y),
         "test/acc": accuracy,

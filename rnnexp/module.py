@@ -219,10 +219,14 @@ class ClassifierModule(pl.LightningModule):
         if state is None:  # written by another program: start the sums and the best afresh
             return
         self.val_acc_best = state["val_acc_best"]
-        if self._trainer is not None and self.trainer.global_rank != 0:
-            return  # the saved sums are all the processes', given back to rank 0
-        self.train_sums.copy_(torch.tensor(state["train_sums"]))
-        self._train_steps, self._train_seen = state["train_steps"], state["train_seen"]
+        # Every process steps alike: each gets its own count of the interval's steps back, so that all of them
+        # take part in the same reductions (on_train_epoch_end reduces only where there are steps). The saved
+        # sums are all the processes', given back to rank 0 alone.
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        self._train_steps = state["train_steps"] // world
+        if rank == 0:
+            self.train_sums.copy_(torch.tensor(state["train_sums"]))
+            self._train_seen = state["train_seen"]
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")

@@ -29,10 +29,8 @@ class StepBar(TQDMProgressBar):
 
     @property
     def total_train_batches(self) -> int | float:
-        loader, calls = self.trainer.train_dataloader, self.trainer.num_training_batches
-        if loader is None or not hasattr(loader, "steps"):
-            return calls
-        return loader.steps if calls == len(loader) else calls * (loader.per_step or 1)  # limit_train_batches
+        loader = self.trainer.train_dataloader
+        return getattr(loader, "steps", self.trainer.num_training_batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar = self.train_progress_bar
@@ -57,7 +55,7 @@ class EpochLines(ProgressBar):
     def __init__(self) -> None:
         super().__init__()
         self.enabled = True
-        self._start = time.perf_counter()
+        self._start, self._first_step = time.perf_counter(), 0
 
     def disable(self) -> None:
         self.enabled = False
@@ -66,10 +64,12 @@ class EpochLines(ProgressBar):
         self.enabled = True
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
+        self._start, self._first_step = time.perf_counter(), trainer.global_step
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if not self.enabled:
+        # Nothing trained in this attempt: a resumed run ending the epoch its checkpoint was taken at the end of,
+        # whose line the attempt that trained it printed.
+        if not self.enabled or trainer.global_step == self._first_step:
             return
         epoch = f"epoch {trainer.current_epoch + 1}" + (f"/{trainer.max_epochs}" if trainer.max_epochs > 0 else "")
         step = f"step {trainer.global_step}" + (f"/{trainer.max_steps}" if trainer.max_steps > 0 else "")

@@ -8,6 +8,7 @@ process of global rank 0 writes (with several devices every process runs the sam
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,16 +24,37 @@ METRICS = "metrics.json"
 CONFIG = "config.yaml"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", sync: bool = False):
+    """A file opened for writing beside `path` and renamed onto it once written (fsynced first with
+    `sync`), so that a reader, or a run killed while writing, never sees half a file; readable by
+    others (0644) as any other file of the run. Left half-written, the temporary file is removed,
+    or, when the process is killed, found by `stale_files` on the next attempt."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP)
     try:
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from other users
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+TMP = ".tmp"
+
+
+def stale_files(folder: Path) -> list[Path]:
+    """What `atomic_file` left in a folder when its process was killed while writing."""
+    return sorted(folder.glob(f".*{TMP}")) if folder.is_dir() else []
+
+
+def write_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def rank_zero() -> bool:
@@ -85,8 +107,17 @@ class RunRecord:
         )
 
     def save_config(self, cfg: DictConfig) -> None:
-        """The composed config with every interpolation resolved: what this run really used."""
-        self._write(CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        """The composed config with every interpolation resolved (what this run really used), the
+        paths inside the run folder kept relative to it (`portable`), and without `resume`: how a
+        run was started is not part of what it is (a job first started by `resume=` of its sweep is
+        the same setting as its sweep's other jobs)."""
+        config = portable(cfg)
+        config["resume"] = None
+        self._write(CONFIG, OmegaConf.to_yaml(config))
+
+    def relative(self, path: str | os.PathLike | None) -> str | None:
+        """A path to put in the record: relative to the run folder where it is inside it."""
+        return in_run(path, self.dir)
 
     def update(self, **fields) -> None:
         self.data.update(fields)
@@ -102,6 +133,61 @@ class RunRecord:
                 f"cannot write {self.dir / name}: {err.strerror}; point RNNEXP_OUTPUT_DIR (or hydra.run.dir) "
                 "at a writable folder"
             ) from err
+
+
+# --- a run folder that stands alone -----------------------------------------------------------------
+
+RUN_DIR = "${paths.run_dir}"
+
+
+def portable(cfg: DictConfig | dict) -> dict:
+    """A config resolved, with every path inside its run folder (paths.run_dir) written as
+    `${paths.run_dir}/...` and paths.run_dir itself as `.`: nothing in it says where the folder was
+    made, and `saved_config` sets paths.run_dir to wherever the folder is when it is read."""
+    config = OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg, resolve=True)
+    root = (config.get("paths") or {}).get("run_dir")
+    if root in (None, "", "."):
+        return config
+
+    def rebased(node):
+        if isinstance(node, dict):
+            return {k: rebased(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rebased(v) for v in node]
+        if isinstance(node, str) and (node == root or node.startswith(root.rstrip(os.sep) + os.sep)):
+            return RUN_DIR + node[len(root.rstrip(os.sep)) :]
+        return node
+
+    config = rebased(config)
+    config["paths"]["run_dir"] = "."
+    return config
+
+
+def saved_config(run_dir: Path, config: dict | None = None) -> DictConfig:
+    """A run's config (its config.yaml, or `config` as a checkpoint carries it) with paths.run_dir
+    set to `run_dir`, where the folder is now: its checkpoints, event files and log are written
+    there, never where the folder was made. (A config written before configs were portable names
+    its folder in full: that is rebased too.)"""
+    cfg = OmegaConf.load(run_dir / CONFIG) if config is None else OmegaConf.create(config)
+    if OmegaConf.select(cfg, "paths.run_dir") is None:
+        return cfg
+    if cfg.paths.run_dir != ".":
+        cfg = OmegaConf.create(portable(cfg))
+    cfg.paths.run_dir = str(run_dir)
+    return cfg
+
+
+def in_run(path: str | os.PathLike | None, run_dir: str | os.PathLike) -> str | None:
+    """`path` relative to the run folder where it is inside it (symbolic links resolved), else as given."""
+    if not path:
+        return path and str(path)
+    real, root = os.path.realpath(path), os.path.realpath(run_dir)
+    return os.path.relpath(real, root) if real.startswith(root + os.sep) else str(path)
+
+
+def from_run(path: str | None, run_dir: str | os.PathLike) -> Path | None:
+    """A path a record or checkpoint holds, as a path now: relative ones are inside the run folder."""
+    return None if not path else Path(run_dir) / path
 
 
 def process_alive(metrics: dict) -> bool:

@@ -77,8 +77,9 @@ class Run:
         }
 
     def setting(self) -> str:
-        """The configuration apart from its seed and where it ran: runs that share it are repeats."""
-        rest = {k: v for k, v in self.config.items() if k not in ("seed", "paths")}
+        """The configuration apart from its seed, where it ran and how it was started (`resume`, which
+        runs saved before config.yaml left it out hold): runs that share it are repeats."""
+        rest = {k: v for k, v in self.config.items() if k not in ("seed", "paths", "resume")}
         return json.dumps(rest, sort_keys=True, default=str).replace(str(self.dir), "<run folder>")
 
 

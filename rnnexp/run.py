@@ -16,8 +16,8 @@ expected failure). Failure policy:
   recognizes: out of memory, a Trainer setting Lightning refuses) is recorded as `failed` with its
   reason, its traceback goes to the run's train.log, and the console gets one `error:` line;
 - any other exception is a bug: recorded as `failed` too, and its traceback stays on the console;
-- SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 (Slurm's and submitit's warnings before a time limit or
-  preemption) stop training after the current step, which is saved to last.ckpt; the run is
+- SIGINT, SIGTERM, SIGHUP (a closed terminal), SIGUSR1 and SIGUSR2 (Slurm's and submitit's warnings
+  before a time limit or preemption) stop training after the current step, which is saved to last.ckpt; the run is
   `interrupted`, a sweep stops; a second signal stops at once; a handler that was there before
   (submitit's, which requeues the job) then gets the signal too;
 - a job that Slurm or submitit runs again after a requeue continues from its last.ckpt;
@@ -48,11 +48,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
-from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
+from rnnexp.record import CONFIG, RunRecord, portable, process_alive, rank_zero, saved_config, stale_files
 
 log = logging.getLogger("rnnexp")
 
-STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")  # SIGUSR2: submitit's, before a time limit
+# SIGHUP: the terminal closed; SIGUSR1 and SIGUSR2: Slurm's and submitit's warnings before a time limit
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
 
 
 class RunFailed(Exception):
@@ -86,8 +87,8 @@ class Job:
     purge_step: int | None = None  # TensorBoard hides what an earlier attempt logged from here on
     precision: str | None = None  # what the run being continued trained in (trainer.precision=auto keeps it)
     trainer: object = None
+    last_checkpoint: object = None  # the run's LastCheckpoint callback, if it has one
     stopped_by: str | None = None  # the signal that stopped training
-    _last: object = field(default=None, repr=False)
     _previous: dict = field(default_factory=dict, repr=False)  # the handlers ours replaced
 
     @contextlib.contextmanager
@@ -96,13 +97,13 @@ class Job:
         from rnnexp.checkpoint import LastCheckpoint
 
         self.trainer = trainer
-        self._last = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        self.last_checkpoint = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
         if trainer.world_size > 1:
             # Lightning's SIGTERM handler broadcasts from inside the handler, which deadlocks DDP when the
             # other ranks are in another collective; the handlers below stop all processes at one step instead.
             trainer._signal_connector.register_signal_handlers = lambda: None
-        if self._last is not None:
-            self._last.config = OmegaConf.to_container(self.cfg, resolve=True)
+        if self.last_checkpoint is not None:
+            self.last_checkpoint.config = portable(self.cfg)
         self.record.update(environment=environment(trainer, self.cfg))
         if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
             yield
@@ -115,8 +116,8 @@ class Job:
                 signal.signal(getattr(signal, other), handler)
             if rank_zero():  # the other processes of a DDP run stop with it, silently
                 log.warning(f"{name}: stopping after this step, once it is saved ({name} again to stop at once)")
-            if self._last is not None:
-                self._last.request_stop(name)
+            if self.last_checkpoint is not None:
+                self.last_checkpoint.request_stop(name)
             else:  # no last.ckpt to write: stop as Lightning does, after validating
                 trainer.should_stop = True
 
@@ -303,13 +304,17 @@ def open_job(cfg: DictConfig) -> Job | None:
         if previous.get("status") == "completed":
             log.info(f"{run_dir} is complete ({summary(previous)}); nothing to resume")
             return None
-        resume_from, purge_step, precision = resume_point(run_dir)
+        try:
+            resume_from, purge_step, precision = resume_point(run_dir, cfg)
+        except CheckpointError as err:  # the run cannot go on until its folder is mended: its record says so
+            RunRecord(run_dir).update(status="failed", reason=err.reason, error=str(err))
+            raise
         experiment = previous.get("experiment", experiment)
     record = RunRecord(run_dir)
     job = scheduler_job()
     record.start(
         experiment=experiment,
-        resumed_from=str(resume_from) if resume_from else None,
+        resumed_from=record.relative(resume_from),
         **({"scheduler_job": job} if job else {}),
     )
     record.save_config(cfg)
@@ -450,16 +455,19 @@ def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
         )
     if not (run_dir / CONFIG).is_file():
         return cfg, previous
-    saved = OmegaConf.load(run_dir / CONFIG)
+    saved = saved_config(run_dir)  # where the folder is now, wherever it was made
     check(saved)
     return saved, previous
 
 
-def resume_point(run_dir: Path) -> tuple[Path | None, int, str | None]:
+def resume_point(run_dir: Path, cfg: DictConfig) -> tuple[Path | None, int, str | None]:
     """last.ckpt of the run, if any; the TensorBoard step from which what an earlier attempt logged
-    is hidden (it is logged again, identically, from the checkpoint on); the precision it trained in."""
-    from rnnexp.checkpoint import LAST, load
+    is hidden (it is logged again, identically, from the checkpoint on); the precision it trained in.
+    A last.ckpt of another model than the run's config describes is refused."""
+    from rnnexp.checkpoint import LAST, load, other_shape
 
+    for stale in stale_files(run_dir / "checkpoints") if rank_zero() else []:  # half-written by a killed attempt
+        stale.unlink(missing_ok=True)
     path = run_dir / "checkpoints" / LAST
     if not path.exists():
         return None, 0, None  # killed before its first checkpoint: start afresh, in the same folder
@@ -468,6 +476,11 @@ def resume_point(run_dir: Path) -> tuple[Path | None, int, str | None]:
         stepped = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
     except KeyError as err:
         raise CheckpointError(f"{path}: holds no training progress; it cannot continue a run") from err
+    if differ := other_shape(checkpoint, OmegaConf.to_container(cfg, resolve=True)):
+        raise CheckpointError(
+            f"resume={run_dir}: {path.name} holds another model than the run's {CONFIG} ({'; '.join(differ)}); "
+            f"restore the run's own {CONFIG} and {path.name}, or start a new run"
+        )
     return path, stepped + 1, checkpoint.get("precision")
 
 

@@ -63,9 +63,11 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
 
 
 @rank_zero_only
-def log_hparams(logger: LightningTensorBoardLogger, settings: dict) -> None:
+def log_hparams(logger: LightningTensorBoardLogger, settings: dict, step: int = 0) -> None:
     """Write a completed run's settings to its event file for the HParams tab (its session start
-    and end, status success), naming no metrics: TensorBoard takes the run's scalars as metrics."""
+    and end, status success), naming no metrics: TensorBoard takes the run's scalars as metrics.
+    At the run's last `step`: an attempt killed after writing them is purged from there by the
+    attempt that resumes it, which writes them again."""
     if not isinstance(logger, LightningTensorBoardLogger):  # e.g. Lightning's stand-in under fast_dev_run
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
@@ -79,8 +81,8 @@ def log_hparams(logger: LightningTensorBoardLogger, settings: dict) -> None:
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
     end.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
     writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams writes
-    writer.add_summary(start)
-    writer.add_summary(end)
+    writer.add_summary(start, global_step=step)
+    writer.add_summary(end, global_step=step)
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):

@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
-from rnnexp.config import swept
+from rnnexp.config import CONF, swept
 from rnnexp.tensorboard import hparams, log_hparams
 
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
@@ -26,7 +26,7 @@ OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folde
 warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")  # absolute: also as the rnnexp-train script
 def train(cfg: DictConfig) -> float | None:
     return run.execute(cfg, fit_and_test)
 
@@ -36,8 +36,9 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
     start = time.perf_counter()
     with job.watch(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_from, weights_only=True)
-    train_time = time.perf_counter() - start  # of this attempt, when a run was resumed
-    results = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    last = job.last_checkpoint  # the run's counters so far: a resumed attempt may have had nothing left to train
+    results = {**(last.metrics if last else {}), **{k: float(v) for k, v in trainer.callback_metrics.items()}}
+    train_time = last.train_time_s if last else time.perf_counter() - start
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     pruned = next((c.pruned_at for c in trainer.callbacks if getattr(c, "pruned_at", None) is not None), None)
     if pruned is not None:  # stopped by the search's pruner: not worth testing
@@ -52,12 +53,13 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
         steps_per_epoch=steps_per_epoch,
         epochs=round(trainer.global_step / steps_per_epoch, 2),
         params=sum(p.numel() for p in module.model.parameters()),
-        best_checkpoint=best,
+        best_checkpoint=job.record.relative(best),  # relative to the run folder: it stands alone
     )
     if trainer.logger:  # HParams tab: this run's settings; TensorBoard takes its scalars as the metrics
         experiment = job.record.data.get("experiment")
         settings = hparams(OmegaConf.to_container(cfg, resolve=True), experiment)
-        log_hparams(trainer.logger, {**settings, "trainer/precision": str(trainer.precision)})  # what auto chose
+        precision = {"trainer/precision": str(trainer.precision)}  # what auto chose
+        log_hparams(trainer.logger, {**settings, **precision}, step=trainer.global_step)
         trainer.logger.finalize("success")  # flush: written after test, nothing else would
     return results
 
@@ -71,7 +73,9 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     from rnnexp.module import ClassifierModule
     from rnnexp.precision import resolve
 
-    datamodule = instantiate(cfg.data, seed=cfg.seed, steps_per_call=cfg.steps_per_call)
+    # the epoch's cut is the data's: counted in batches, and where the epoch's position is kept for resume
+    limit = cfg.trainer.get("limit_train_batches")
+    datamodule = instantiate(cfg.data, seed=cfg.seed, steps_per_call=cfg.steps_per_call, limit_train_batches=limit)
     datamodule.prepare_data()
     datamodule.setup()
     model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
@@ -90,7 +94,12 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         callbacks += [report] if (report := trial_report(cfg)) else []
     precision = resolve(cfg.trainer, model, datamodule, job.precision if job else None)
     trainer = instantiate(
-        cfg.trainer, precision=precision, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        precision=precision,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        limit_train_batches=None,  # cut by the datamodule
     )
     return datamodule, module, trainer
 

@@ -3,10 +3,12 @@ point."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -108,6 +110,25 @@ def run_train(*overrides: str, data: Path, out: Path, timeout: float = 300) -> s
         text=True,
         timeout=timeout,
     )
+
+
+def stop_at(point: str, n: int, signal_name: str, *overrides: str, data: Path, out: Path, timeout: float = 300):
+    """The entry point, stopped by `signal_name` the `n`th time the run reaches `point` (tests/kill_at.py says
+    which points there are). In a session of its own, so that nothing it started outlives it (the other
+    processes of a DDP run whose first process was killed)."""
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
+    env["KILL_AT"] = f"{point}:{n}:{signal_name}"
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, str(ROOT / "tests" / "kill_at.py"), *overrides]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

@@ -112,7 +112,7 @@ def test_a_runs_permutation_is_rebuilt_from_its_config_and_its_checkpoint(tmp_pa
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved.data.permutation_seed == checkpoint["config"]["data"]["permutation_seed"] == 7
     metrics = json.loads((run / "metrics.json").read_text())
-    test_loss, best = metrics["test/loss"], metrics["best_checkpoint"]
+    test_loss, best = metrics["test/loss"], str(run / metrics["best_checkpoint"])  # relative to the run folder
 
     def evaluated(cfg) -> float:  # the run's best weights (ckpt_path) on the test split a config rebuilds
         cfg.ckpt_path, cfg.logger, cfg.callbacks, cfg.trainer.enable_progress_bar = best, None, None, False

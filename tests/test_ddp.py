@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_train, write_mnist
+from conftest import ROOT, run_train, stop_at, write_mnist
 
 from rnnexp.data.datamodule import InMemoryBatches
 
@@ -41,7 +41,9 @@ def one_process_test_acc(run_dir) -> float:
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    best = torch.load(json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"], weights_only=True)
+    best = torch.load(
+        run_dir / json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"], weights_only=True
+    )
     data = instantiate(cfg.data, seed=cfg.seed)
     data.setup()
     model = instantiate(cfg.model, input_size=28, num_classes=10).eval()
@@ -114,3 +116,35 @@ def test_sigterm_to_the_first_process_stops_a_sweep_job_at_a_saved_step_and_resu
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 200 and metrics["attempts"] == 2
+
+
+# Three epochs of three steps per process, logged every 2 steps: the first epoch ends inside a logging interval.
+EPOCHS = [*DDP, "trainer.max_epochs=3", "trainer.log_every_n_steps=2", "trainer.precision=32-true"]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tmp_path_factory, odd_mnist):
+    out = tmp_path_factory.mktemp("ddp_reference")
+    result = run_train(*EPOCHS, data=odd_mnist, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (out / "runs").iterdir()
+    return json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "point, n, signal_name",
+    [("train_call", 3, "SIGTERM"), ("validation_end", 1, "SIGKILL")],  # at the first epoch's last step; after it
+)
+def test_a_ddp_run_stopped_at_an_epochs_end_resumes_on_every_process_to_the_uninterrupted_run(
+    tmp_path, odd_mnist, ddp_reference, point, n, signal_name
+):
+    stopped = stop_at(point, n, signal_name, *EPOCHS, data=odd_mnist, out=tmp_path, timeout=180)
+    assert stopped.returncode != 0, stopped.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3  # the epoch's end
+
+    resumed = run_train(f"resume={run}", data=odd_mnist, out=tmp_path, timeout=180)  # every rank restores alike
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test/acc", "test/loss", "val/acc_best", "val/loss", "train/loss", "train/acc", "steps"):
+        assert metrics[key] == ddp_reference[key], key

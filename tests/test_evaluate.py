@@ -22,8 +22,8 @@ def entry(module: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):
-    checkpoint = json.loads((trained / "metrics.json").read_text())["best_checkpoint"]
-    result = entry("rnnexp.evaluate", f"ckpt_path={checkpoint}")
+    checkpoint = json.loads((trained / "metrics.json").read_text())["best_checkpoint"]  # relative to the run
+    result = entry("rnnexp.evaluate", f"ckpt_path={trained / checkpoint}")
     assert result.returncode == 0, result.stderr[-3000:]
     recorded = json.loads((trained / "metrics.json").read_text())["test/acc"]
     evaluation = json.loads((trained / "evaluation" / "evaluation.json").read_text())

@@ -168,7 +168,7 @@ def hidden_8_run(tmp_path_factory, tiny_mnist):
 def test_a_checkpoint_of_another_model_shape_names_the_setting_with_both_values(
     tmp_path, tiny_mnist, in_process, hidden_8_run, which
 ):
-    given = hidden_8_run if which == "folder" else record(hidden_8_run)["best_checkpoint"]
+    given = hidden_8_run if which == "folder" else hidden_8_run / record(hidden_8_run)["best_checkpoint"]
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         in_process(*QUICK, "model.hidden_size=16", f"ckpt_path={given}", f"data.root={tiny_mnist}", run_dir=run_dir)
@@ -184,7 +184,7 @@ def test_a_checkpoint_of_the_same_model_starts_the_run_from_its_weights(tmp_path
 
     from rnnexp.train import build
 
-    best = record(hidden_8_run)["best_checkpoint"]
+    best = hidden_8_run / record(hidden_8_run)["best_checkpoint"]
     saved = torch.load(best, weights_only=True)["state_dict"]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(

@@ -42,6 +42,17 @@ def test_seeds_of_one_setting_get_mean_and_spread(tmp_path):
     assert summary["diff"] == pytest.approx(statistics.mean(accs) - 0.95)
 
 
+def test_how_a_run_was_started_does_not_split_its_seeds(tmp_path):
+    for seed in (1, 2):
+        fake_run(tmp_path / f"{seed - 1}_seed={seed}", seed=seed)
+    for seed in (3, 4):  # first started by resume= of the sweep (config.yaml said so before it was left out)
+        run = fake_run(tmp_path / f"{seed - 1}_seed={seed}", seed=seed)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "resume": str(tmp_path)}))
+    (summary,) = report.summarize(report.find_runs([tmp_path]))
+    assert summary["n"] == 4
+
+
 def test_unfinished_runs_are_listed_as_such(tmp_path):
     fake_run(tmp_path / "0_a", status=None)  # rejected before training: no metrics.json
     fake_run(tmp_path / "1_b", status="running", host=report.socket.gethostname(), pid=2**22 + 12345)

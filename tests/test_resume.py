@@ -88,7 +88,7 @@ def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, t
     assert only((tmp_path / "runs").iterdir()) == run  # the same folder, the same TensorBoard run
     record = metrics(run)
     assert record["status"] == "completed" and record["attempts"] == 2
-    assert record["resumed_from"].endswith("last.ckpt")
+    assert record["resumed_from"] == "checkpoints/last.ckpt"  # relative to the run folder
     assert_same_run(run, reference)
 
 
@@ -148,6 +148,10 @@ def test_a_killed_sweep_continues_job_by_job(tmp_path, tiny_mnist):
     assert (sweep / jobs[0] / "metrics.json").read_text() == first  # completed: skipped
     assert [metrics(sweep / job)["attempts"] for job in jobs] == [1, 2, 1]
     assert all(metrics(sweep / job)["status"] == "completed" for job in jobs)
+    # the job first started by resume= is the same setting as its sweep's others: its config does not say how
+    configs = [(sweep / job / "config.yaml").read_text() for job in jobs]
+    assert [c.replace("hidden_size: 12", "hidden_size: 8") for c in configs[::2]] == [configs[0]] * 2
+    assert "resume: null" in configs[2]
 
 
 @pytest.mark.parametrize(
@@ -209,3 +213,54 @@ def test_a_stop_during_an_epochs_last_step_waits_for_its_validation_and_resumes_
     resumed, trainer = fit(tmp_path / "stopped", resume=str(last))
     assert trainer.global_step == 33 and resumed.val_acc_best == reference.val_acc_best
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), reference.state_dict().values()))
+
+
+def snapshot(folder) -> dict:
+    """Every file under a folder: its path inside it, its bytes and its mode."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mode) for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_copied_run_folder_resumes_and_evaluates_in_its_new_place_and_leaves_the_original_alone(
+    tmp_path, tiny_mnist, reference
+):
+    (tmp_path / "made").mkdir()
+    stop_when(tmp_path / "made", tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", signal.SIGTERM)
+    original = only((tmp_path / "made" / "runs").iterdir())
+    before = snapshot(original)
+    copy = shutil.copytree(original, tmp_path / "elsewhere" / "copy")
+
+    result = run_train(f"resume={copy}", data=tiny_mnist, out=tmp_path / "made")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert snapshot(original) == before  # byte for byte: nothing written into it
+    assert_same_run(copy, reference)
+    assert not (copy / "config.yaml").read_text().count(str(original))  # nothing in it names where it was made
+    assert metrics(copy)["best_checkpoint"] == metrics(reference)["best_checkpoint"]  # checkpoints/epoch...
+
+    moved = shutil.move(copy, tmp_path / "moved")  # a completed run, moved: evaluated where it is now
+    evaluation = subprocess.run([sys.executable, "-m", "rnnexp.evaluate", f"ckpt_path={moved}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert (moved / "evaluation" / "evaluation.json").is_file() and not copy.exists()
+    assert snapshot(original) == before
+
+
+def test_checkpoints_are_readable_by_others_as_the_runs_other_files_are(reference):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in reference.rglob("*") if p.is_file()}
+    assert modes["last.ckpt"] == modes["metrics.json"] == 0o644, modes
+    assert {modes[p.name] for p in (reference / "checkpoints").glob("epoch*.ckpt")} == {0o644}
+
+
+def test_resuming_from_a_last_checkpoint_of_another_model_is_one_line(tmp_path, tiny_mnist, reference):
+    run = shutil.copytree(reference, tmp_path / "run")
+    (run / "metrics.json").write_text(json.dumps({**metrics(run), "status": "interrupted"}))
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(config.replace("hidden_size: 16", "hidden_size: 8"))  # edited by hand
+    result = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: resume={run}: last.ckpt holds another model than the run's config.yaml (model.hidden_size=16 there, "
+        "8 here); restore the run's own config.yaml and last.ckpt, or start a new run"
+    ]
+    assert metrics(run)["status"] == "failed" and metrics(run)["reason"] == "checkpoint"

@@ -54,6 +54,10 @@ class InMemoryBatches:
     expects. `len()` counts the items; `steps` counts batches; the position counts batches either
     way, and a checkpoint taken between items resumes at the next one.
 
+    With `limit` set, an epoch ends early, as Lightning's limit_train_batches cuts it: after `limit`
+    batches (an int) or that fraction of them (a float). The position is measured against the cut
+    epoch, so a checkpoint taken at its end resumes at the start of the next one.
+
     With `shift` > 0 (training), `x` holds images (N, H, W) and each is moved by up to `shift`
     pixels along each axis (a fresh random offset each time it is served, the uncovered border
     black) before `view` makes it a sequence: augmentation on the device, drawn per (seed, epoch,
@@ -72,9 +76,16 @@ class InMemoryBatches:
         per_step: int | None = None,
         shift: int = 0,
         view=None,
+        limit: int | float | None = None,
     ):
         self.x, self.y, self.batch_size, self.shuffle, self.seed = x, y, batch_size, shuffle, seed
         self.rank, self.world, self.per_step, self.shift, self.view = rank, world, per_step, shift, view
+        self.limit = limit
+        if isinstance(limit, float) and int(limit * self.batches) < 1:
+            raise ConfigError(
+                f"trainer.limit_train_batches={limit}: less than one of the {self.batches} batches of an epoch; "
+                "give a larger fraction or a number of batches"
+            )
         self.epoch = -1  # the epoch being served; the first __iter__ starts epoch 0
         self.position = 0  # batches of that epoch served so far
         self._resume_at: int | None = None
@@ -84,7 +95,14 @@ class InMemoryBatches:
 
     @property
     def steps(self) -> int:
-        """Batches per epoch."""
+        """Batches per epoch (cut to `limit`)."""
+        if self.limit is None:
+            return self.batches
+        return min(self.batches, int(self.limit * self.batches) if isinstance(self.limit, float) else self.limit)
+
+    @property
+    def batches(self) -> int:
+        """Batches in this process's share of an epoch, uncut."""
         return math.ceil(self.share / self.batch_size)
 
     @property
@@ -110,9 +128,9 @@ class InMemoryBatches:
             elif len(order) < n * self.world:  # padded with the epoch's first examples
                 order = torch.cat([order, order[: n * self.world - len(order)]])
             order = order[self.rank :: self.world]
-        span = size * (self.per_step or 1)
-        for start in range(self.position * size, n, span):
-            end = min(start + span, n)
+        span, stop = size * (self.per_step or 1), min(n, self.steps * size)
+        for start in range(self.position * size, stop, span):
+            end = min(start + span, stop)
             idx = slice(start, end) if order is None else order[start:end]
             x, y = self.x[idx], self.y[idx]
             if self.shift:
@@ -175,6 +193,7 @@ class SequenceDataModule(pl.LightningDataModule):
         download: bool = True,
         seed: int = 0,
         steps_per_call: int = 1,
+        limit_train_batches: int | float | None = None,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -184,6 +203,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.dataset, self.root, self.view, self.permutation_seed = DATASETS[dataset], root, view, permutation_seed
         self.batch_size, self.eval_batch_size, self.val_size = batch_size, eval_batch_size, val_size
         self.download, self.seed, self.shift, self.steps_per_call = download, seed, shift, steps_per_call
+        self.limit_train_batches = limit_train_batches
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -243,7 +263,9 @@ class SequenceDataModule(pl.LightningDataModule):
         """uint8 images (N, steps, features) and int64 labels, copied from the read-only arrays."""
         return self.sequences(torch.tensor(images)), torch.from_numpy(labels.astype(np.int64))
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool, per_step: int | None = None, shift: int = 0):
+    def _batches(self, split: str, batch_size: int, shuffle: bool, **options) -> InMemoryBatches:
+        """A split's batches on the training device, in this process's share; `options` as InMemoryBatches
+        takes them (per_step, shift, limit)."""
         self.setup()
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
@@ -251,16 +273,17 @@ class SequenceDataModule(pl.LightningDataModule):
         if x.device != device:  # keep the split on the training device: no copy per batch
             x, y = x.to(device), y.to(device)
             self.splits[split] = (x, y)
-        return InMemoryBatches(x, y, batch_size, shuffle, self.seed, rank, world, per_step, shift, self.sequences)
+        return InMemoryBatches(x, y, batch_size, shuffle, self.seed, rank, world, view=self.sequences, **options)
 
     def train_dataloader(self) -> InMemoryBatches:
         """Lists of `steps_per_call` batches: one per training step of the module. One batch at a
         time with several processes, whose gradient all-reduce pairs each forward with one backward."""
         world = self.trainer.world_size if self.trainer else 1
         per_step = self.steps_per_call if world == 1 else 1
-        if self.shift:
-            return self._batches("train_images", self.batch_size, shuffle=True, per_step=per_step, shift=self.shift)
-        return self._batches("train", self.batch_size, shuffle=True, per_step=per_step)
+        split = "train_images" if self.shift else "train"
+        return self._batches(
+            split, self.batch_size, shuffle=True, per_step=per_step, shift=self.shift, limit=self.limit_train_batches
+        )
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", self.eval_batch_size, shuffle=False)
