@@ -1,10 +1,10 @@
 """A parallel sweep's workers end with the sweep's process (hydra/launcher=parallel).
 
 joblib's loky workers are started by the sweep's process, and on Linux and macOS nothing in loky
-notices that process's end: killed (SIGKILL, the OOM killer, a closed terminal), it left its workers
-finishing their jobs, then idling (about 600 MB each) until loky's idle timeout ended them.
-`rnnexp.run.execute` calls `end_with_parent` as each job starts; in a worker, a thread then watches
-the parent, and once it is gone:
+notices that process's end: killed (SIGKILL, the OOM killer), it left its workers finishing their
+jobs, then idling (about 600 MB each) until loky's idle timeout ended them. `rnnexp.run.execute`
+calls `end_with_parent` as each job starts; in a worker, a thread then watches the parent, and once
+it is gone:
 
 - the running job stops as on SIGTERM: after its current step, saved to last.ckpt, recorded
   `interrupted`, so that `resume=<sweep folder>` continues it;
