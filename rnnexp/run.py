@@ -48,6 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
+from rnnexp.parent_watch import end_with_parent
 from rnnexp.record import CONFIG, RunRecord, portable, process_alive, rank_zero, saved_config, stale_files
 
 log = logging.getLogger("rnnexp")
@@ -149,6 +150,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     try:
         # a sweep was checked whole before it started; a single run is here
         check(cfg, multirun=multirun, launcher=launcher)
+        end_with_parent(Path(cfg.paths.run_dir))  # in a joblib worker: the job and the worker end with the sweep
         job = open_job(cfg)
     except ExpectedError as err:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None

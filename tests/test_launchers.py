@@ -1,12 +1,15 @@
 """Sweeps under other launchers: jobs in parallel on one machine (joblib) with the cores divided among
-them, and jobs as submitit runs them on Slurm (here its local executor, the same code path), which
-survive a time limit or a preemption by being requeued and continuing from last.ckpt."""
+them, whose workers end with the sweep's process, and jobs as submitit runs them on Slurm (here its
+local executor, the same code path), which survive a time limit or a preemption by being requeued and
+continuing from last.ckpt."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, TINY, record, run_train, scalars
@@ -41,6 +44,117 @@ def wait_for_checkpoint(job, proc, timeout=120):
         assert proc.poll() is None, "the sweep ended before its job could be stopped"
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def children(pid):
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:  # after the name: state, ppid
+                found.append(int(stat.parent.name))
+    return found
+
+
+def ended(pid):
+    """No such process, or a zombie its new parent has yet to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_killing_a_parallel_sweep_stops_its_workers_jobs_saved_and_resume_completes_the_sweep(tmp_path, tiny_mnist):
+    # Three jobs on two workers: the sweep's process is SIGKILLed while the first two train and the
+    # third waits. The workers must not outlive it: their jobs stop as on SIGTERM, saved, and they exit.
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    args = ["-m", "hydra/launcher=parallel", *TINY, "trainer.max_epochs=20", "callbacks.last.every_n_steps=5",
+            "threads=1", "seed=1,2,3"]  # fmt: skip
+    workers = []
+    with open(tmp_path / "console.log", "w") as console:
+        proc = subprocess.Popen([sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env, stdout=console,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while len(running := list(tmp_path.glob("multirun/*/[01]_seed=*"))) < 2:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            for job in running:
+                wait_for_checkpoint(job, proc)  # both mid-training: a step saved, most epochs to go
+            workers = children(proc.pid)
+            assert {record(job)["pid"] for job in running} <= set(workers)
+            proc.kill()
+            proc.wait()
+            deadline = time.monotonic() + 90  # well within the workers' own deadline (120 s): the jobs' stop ended them
+            while not all(ended(pid) for pid in workers):
+                assert time.monotonic() < deadline, f"still running: {[p for p in workers if not ended(p)]}"
+                time.sleep(0.1)
+        finally:
+            proc.kill()
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    sweep = running[0].parent
+    for job in running:
+        stopped = record(job)
+        assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGTERM", stopped
+        assert 0 < stopped["steps"] < 220
+    waiting = sweep / "2_seed=3"
+    assert not (waiting / "metrics.json").exists()  # never started
+    result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = [record(job) for job in running]
+    assert all(r["status"] == "completed" and r["attempts"] == 2 and r["steps"] == 220 for r in resumed), resumed
+    assert all(r["resumed_from"].endswith("last.ckpt") for r in resumed)
+    fresh = record(waiting)
+    assert fresh["status"] == "completed" and fresh["attempts"] == 1
+    # three jobs, two workers: one ran two, its watch of the (living) parent did not end it in between
+    assert len({r["pid"] for r in [*resumed, fresh]}) == 2
+
+
+# A worker whose job ignores the stop: it records itself `running`, takes SIGTERM as a note in a file
+# and goes on forever; its watch of the parent has a deadline of 2 s.
+STUBBORN_WORKER = """
+import multiprocessing, pathlib, signal, sys, time
+from rnnexp.parent_watch import end_with_parent
+from rnnexp.record import RunRecord
+
+def job(run_dir):
+    end_with_parent(run_dir, deadline_s=2)
+    signal.signal(signal.SIGTERM, lambda *_: (run_dir / "sigterm").touch())
+    RunRecord(run_dir).start()
+    while True:
+        time.sleep(1)
+
+multiprocessing.get_context("fork").Process(target=job, args=(pathlib.Path(sys.argv[1]),)).start()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker in /proc")
+def test_a_worker_whose_job_does_not_stop_still_ends_by_its_deadline_once_its_parent_is_gone(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", STUBBORN_WORKER, str(tmp_path)], cwd=ROOT)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "metrics.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        worker = record(tmp_path)["pid"]
+        assert worker in children(proc.pid)
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while not ended(worker):
+            assert time.monotonic() < deadline, "the worker outlived its deadline"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        if worker is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker, signal.SIGKILL)
+    assert (tmp_path / "sigterm").exists()  # the job was asked to stop first
+    assert record(tmp_path)["status"] == "running"  # and did not: the deadline ended the worker
 
 
 def test_a_submitit_job_stopped_before_its_time_limit_is_requeued_and_ends_as_if_uninterrupted(tmp_path, tiny_mnist):
