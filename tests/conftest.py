@@ -94,7 +94,7 @@ TINY = [
     "optimizer.lr=0.03",
     "data.shift=0",  # the tiny digits fill their frame: a shift would cut them
     "label_smoothing=0",  # what the tiny runs' accuracy bars were set with
-    "trainer.precision=32-true",  # not auto: a timing decides that, and runs compared must train alike
+    "trainer.precision=32-true",  # not auto: the hardware decides that, and runs compared must train alike
 ]
 
 
