@@ -322,6 +322,17 @@ def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
 
 def autocast(config: dict):
     """The autocast a run's precision used (bf16-mixed: bfloat16 on the CPU), so that a restored model
-    computes what the run tested; a no-op for float32."""
-    bf16 = str(config.get("trainer", {}).get("precision")) in ("bf16-mixed", "bf16")
+    computes what the run tested; a no-op for float32, and float32 (said in a warning) on a CPU
+    without bfloat16 arithmetic, where an LSTM cannot run in bfloat16."""
+    import logging
+
+    from rnnexp.precision import BF16, bf16_hardware
+
+    bf16 = str(config.get("trainer", {}).get("precision")) in BF16
+    if bf16 and not bf16_hardware("cpu"):
+        logging.getLogger("rnnexp").warning(
+            "the run trained in bf16-mixed; this CPU has no bfloat16 arithmetic: computing in float32, whose "
+            "results may differ from the run's in the last digits"
+        )
+        bf16 = False
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)

@@ -129,14 +129,38 @@ def device_of(accelerator: str) -> str:
 
 def resolve(trainer_cfg, model: nn.Module, datamodule, resumed: str | None = None):
     """The Trainer's precision for trainer.precision: itself unless it is `auto`; for `auto`, what
-    the run being resumed trained in (`resumed`, from its checkpoint), else the rule's (`decide`)."""
+    the run being resumed trained in (`resumed`, from its checkpoint), else the rule's (`decide`).
+    One that cannot run this model on this device (`runnable`) is refused."""
     precision = trainer_cfg.get("precision", "32-true")
+    device = device_of(str(trainer_cfg.get("accelerator", "cpu")))
     if precision != AUTO:
+        runnable(str(precision), device, model, f"trainer.precision={precision}")
         return precision
     if resumed:
+        runnable(resumed, device, model, f"trainer.precision=auto: the run being resumed trained in {resumed}")
         log.info(f"precision: {resumed}, as the run being resumed")
         return resumed
-    device = device_of(str(trainer_cfg.get("accelerator", "cpu")))
     chosen, why = decide(device, bf16_hardware(device), Shape.of(model, datamodule.batch_size))
     log.info(f"precision: {chosen} (trainer.precision=auto: {why})")
     return chosen
+
+
+BF16 = ("bf16-mixed", "bf16-true", "bf16")
+
+
+def runnable(precision: str, device: str, model: nn.Module, given: str) -> None:
+    """Refuse bfloat16 for an LSTM on a CPU without bfloat16 arithmetic: oneDNN has no LSTM kernel
+    for it there (`could not create a primitive descriptor`); a GRU or a vanilla RNN runs, emulated
+    and slower."""
+    if precision not in BF16 or device != "cpu" or bf16_hardware(device):
+        return
+    shape = Shape.of(model, 1)
+    if shape is None or shape.cell != "lstm":
+        return
+    from rnnexp.errors import ConfigError, ResourceError
+
+    flags = " or ".join(BF16_CPU_FLAGS)
+    why = f"{given}, but this CPU has no bfloat16 arithmetic (no {flags} flag), where an LSTM cannot run in bfloat16"
+    if given.startswith("trainer.precision=auto"):  # a checkpoint's: the run must go on in it
+        raise ResourceError(f"{why}; continue it on a CPU with bfloat16 arithmetic or a GPU")
+    raise ConfigError(f"{why}; use trainer.precision=32-true, or auto")

@@ -12,6 +12,7 @@ import torch
 from conftest import CONF, TINY
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
@@ -146,7 +147,23 @@ def test_a_resumed_auto_run_keeps_the_checkpoints_precision(tmp_path, monkeypatc
     (tmp_path / "checkpoints").mkdir()
     loops = {"fit_loop": {"epoch_loop.state_dict": {"_batches_that_stepped": 7}}}
     torch.save({"state_dict": {}, "loops": loops, "precision": "bf16-mixed"}, tmp_path / "checkpoints" / "last.ckpt")
-    _, purge_step, resumed = resume_point(tmp_path)  # the one read of the checkpoint before training
+    _, purge_step, resumed = resume_point(tmp_path, OmegaConf.create({}))  # the one read before training
     assert purge_step == 8
-    assert precision.resolve(AUTO, SequenceClassifier(28), datamodule=None, resumed=resumed) == "bf16-mixed"
+    gru = SequenceClassifier(28, cell="gru")
+    assert precision.resolve(AUTO, gru, datamodule=None, resumed=resumed) == "bf16-mixed"
     assert precision.resolve({**AUTO, "precision": "32-true"}, None, None, resumed=resumed) == "32-true"
+
+
+def test_bfloat16_for_an_lstm_on_a_cpu_without_bfloat16_arithmetic_is_one_line(monkeypatch):
+    """oneDNN has no bfloat16 LSTM there: the run would die in its first step with a traceback."""
+    from rnnexp.errors import ConfigError, ResourceError
+
+    monkeypatch.setattr(precision, "bf16_hardware", lambda device: False)
+    lstm, gru = SequenceClassifier(28), SequenceClassifier(28, cell="gru")
+    with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed, but this CPU has no bfloat16 arithmetic"):
+        precision.resolve({**AUTO, "precision": "bf16-mixed"}, lstm, None)
+    with pytest.raises(ResourceError, match=r"the run being resumed trained in bf16-mixed, .*; continue it on a CPU"):
+        precision.resolve(AUTO, lstm, None, resumed="bf16-mixed")
+    assert precision.resolve({**AUTO, "precision": "bf16-mixed"}, gru, None) == "bf16-mixed"  # emulated: it runs
+    monkeypatch.setattr(precision, "bf16_hardware", lambda device: True)
+    assert precision.resolve({**AUTO, "precision": "bf16-mixed"}, lstm, None) == "bf16-mixed"
