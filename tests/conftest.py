@@ -112,6 +112,13 @@ def run_train(*overrides: str, data: Path, out: Path, timeout: float = 300) -> s
     )
 
 
+def trained(*overrides: str, data: Path, out: Path) -> Path:
+    """The folder of a run of the real entry point that completed (out/runs/<its one folder>)."""
+    result = run_train(*overrides, data=data, out=out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return only((out / "runs").iterdir())
+
+
 def stop_at(point: str, n: int, signal_name: str, *overrides: str, data: Path, out: Path, timeout: float = 300):
     """The entry point, stopped by `signal_name` the `n`th time the run reaches `point` (tests/kill_at.py says
     which points there are). In a session of its own, so that nothing it started outlives it (the other
@@ -189,6 +196,13 @@ def in_process():
         GlobalHydra.instance().clear()
     os.environ.clear()
     os.environ.update(environ)
+
+
+def only(paths):
+    """The one path of `paths` (a folder's only run, say)."""
+    paths = list(paths)
+    assert len(paths) == 1, paths
+    return paths[0]
 
 
 def record(run_dir: Path) -> dict:

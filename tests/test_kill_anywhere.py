@@ -8,11 +8,10 @@ signals itself at the chosen one), so each lands at the same place however loade
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from conftest import TINY, run_train, scalars, stop_at
+from conftest import TINY, only, run_train, scalars, stop_at, trained
+from conftest import record as metrics
 
 # Two layers with dropout (the RNG state matters), epochs cut short by limit_train_batches (8 of 11
 # batches, in training steps of 3, 3 and 2), last.ckpt every 4 optimizer steps (at the first training
@@ -45,22 +44,9 @@ STOPS = [
 ]
 
 
-def only(paths):
-    paths = list(paths)
-    assert len(paths) == 1, paths
-    return paths[0]
-
-
-def metrics(run):
-    return json.loads((run / "metrics.json").read_text())
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_mnist):
-    out = tmp_path_factory.mktemp("reference")
-    result = run_train(*RUN, data=tiny_mnist, out=out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only((out / "runs").iterdir())
+    return trained(*RUN, data=tiny_mnist, out=tmp_path_factory.mktemp("reference"))
 
 
 def best_checkpoint(run):

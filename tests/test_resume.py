@@ -11,23 +11,14 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_train, scalars
+from conftest import ROOT, TINY, only, run_train, scalars, trained
+from conftest import record as metrics
 
 # Dropout and two layers, so that the RNG state matters; a checkpoint every 3 steps, mostly mid-epoch
 # (11 batches an epoch); logged every 2 steps, so a checkpoint often falls inside a logging interval;
 # three optimizer steps per training step (4 an epoch: 3, 3, 3 and 2), so logging falls inside them.
 EXACT = [*TINY, "model.layers=2", "model.dropout=0.2", "trainer.max_epochs=25", "callbacks.last.every_n_steps=3"]
 EXACT += ["steps_per_call=3"]
-
-
-def only(paths):
-    paths = list(paths)
-    assert len(paths) == 1, paths
-    return paths[0]
-
-
-def metrics(run):
-    return json.loads((run / "metrics.json").read_text())
 
 
 def start(tmp_path, data, *args) -> subprocess.Popen:
@@ -59,10 +50,7 @@ def stop_when(tmp_path, data, args, pattern, sig) -> int:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_mnist):
     """The run uninterrupted."""
-    out = tmp_path_factory.mktemp("reference")
-    result = run_train(*EXACT, data=tiny_mnist, out=out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return only((out / "runs").iterdir())
+    return trained(*EXACT, data=tiny_mnist, out=tmp_path_factory.mktemp("reference"))
 
 
 def assert_same_run(run, reference):
