@@ -46,7 +46,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.config import check, check_sweep, describe, null_group
+from rnnexp.config import check, check_run, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
 from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
 
@@ -511,10 +511,8 @@ def main(app: Callable[[], object]) -> None:
         if not rank_zero():  # another device's process of a DDP run: rank 0 logs for the run
             sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("hydra/job_logging=", "hydra/hydra_logging="))]
             sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # warnings, errors still show
-        if {"-m", "--multirun"} & set(sys.argv[1:]) and not {"--cfg", "-c", "--help", "-h", "--info"} & set(
-            sys.argv[1:]
-        ):
-            check_sweep(sys.argv[1:])
+        if not {"--cfg", "-c", "--help", "-h", "--info"} & set(sys.argv[1:]):
+            (check_sweep if {"-m", "--multirun"} & set(sys.argv[1:]) else check_run)(sys.argv[1:])
         app()
     except RunFailed as err:
         _exit(f"error: {err}", 1)
@@ -525,7 +523,8 @@ def main(app: Callable[[], object]) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         if getattr(err, "recorded_by_rnnexp", False):  # a bug inside a run, wrapped by Hydra's instantiate
             raise
-        _exit(f"error: {describe(err)}", 1)
+        known = expected(err)  # ours, raised where Hydra builds a plugin (the sweeper opening its study)
+        _exit(f"error: {known or describe(err)}", 1)
     except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
         if (line := null_group(err)) is None:
             raise
