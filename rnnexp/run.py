@@ -229,8 +229,10 @@ def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
 
 
 def check_device(cfg: DictConfig) -> None:
-    """A GPU asked for where torch sees none: said before anything is built."""
+    """An accelerator asked for that this machine lacks (a GPU where torch sees none, a TPU without
+    torch_xla, ...): said before anything is built."""
     import torch
+    from pytorch_lightning.accelerators import AcceleratorRegistry
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -243,20 +245,38 @@ def check_device(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
             "trainer=auto to use a GPU wherever there is one"
         )
+    known = AcceleratorRegistry.available_accelerators()
+    if accelerator not in (*known, "auto", "gpu"):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: not an accelerator Lightning knows; choose one of auto, gpu, "
+            f"{', '.join(sorted(known))}"
+        )
+    if accelerator in known and not AcceleratorRegistry[accelerator]["accelerator"].is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: torch finds no {accelerator} on this machine; use trainer=cpu, or "
+            "trainer=auto to use whatever accelerator a machine has"
+        )
 
 
 def use_threads(cfg: DictConfig) -> int:
     """Set torch's CPU threads for this job: `threads`, else the cores divided among the jobs that run
     at once (more threads than cores makes every job crawl: two 2-thread jobs on 2 cores run about
     ten times slower than one), else torch's own default. Set for every job, as a process (the basic
-    launcher's, a joblib worker) runs several."""
+    launcher's, a joblib worker) runs several. More threads than the cores this process may use are
+    refused here, in the job, where the cores are known (a Slurm node has others than the login node)."""
     import torch
 
     default = torch_default_threads()  # before any job of this process changed it
     threads = cfg.get("threads")
+    cores = available_cores()  # on the machine the job runs on: a Slurm node's, not the submitting one's
+    if threads is not None and threads > cores:
+        raise ConfigError(
+            f"threads={threads}: more than the {cores} cores this process may use, which makes every step wait; "
+            f"set threads={cores} or fewer, or threads=null"
+        )
     if threads is None:
         parallel = parallel_jobs()
-        threads = max(1, available_cores() // parallel) if parallel > 1 else default
+        threads = max(1, cores // parallel) if parallel > 1 else default
     torch.set_num_threads(threads)
     return threads
 

@@ -241,6 +241,41 @@ def test_trainer_gpu_without_a_gpu_says_what_to_choose_instead(tmp_path, tiny_mn
     assert "trainer=gpu" in message and ("trainer=cpu" in message or "trainer=auto" in message), message
 
 
+def test_more_threads_than_cores_is_refused_in_the_job_naming_the_cores(tmp_path, tiny_mnist, in_process):
+    from rnnexp.run import available_cores
+
+    cores = available_cores()
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        in_process(*QUICK, f"threads={cores + 1}", f"data.root={tiny_mnist}", run_dir=run_dir)
+    assert str(exc.value) == (
+        f"error: threads={cores + 1}: more than the {cores} cores this process may use, which makes every step "
+        f"wait; set threads={cores} or fewer, or threads=null"
+    )
+    failed(run_dir, "config")
+    assert "Traceback" in (run_dir / "train.log").read_text()
+    in_process(*QUICK, f"threads={cores}", f"data.root={tiny_mnist}", run_dir=tmp_path / "all")  # all of them: fine
+    assert record(tmp_path / "all")["environment"]["threads"] == cores
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "mps", "ipu"])
+def test_an_accelerator_this_machine_lacks_is_a_config_error(tmp_path, tiny_mnist, in_process, accelerator):
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    if accelerator in AcceleratorRegistry.available_accelerators():
+        if AcceleratorRegistry[accelerator]["accelerator"].is_available():
+            pytest.skip(f"this machine has a {accelerator}")
+        fix = f"torch finds no {accelerator} on this machine; use trainer=cpu, or trainer=auto"
+    else:
+        fix = "not an accelerator Lightning knows; choose one of auto, gpu, cpu, cuda"
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        in_process(*QUICK, f"trainer.accelerator={accelerator}", f"data.root={tiny_mnist}", run_dir=run_dir)
+    assert str(exc.value).startswith(f"error: trainer.accelerator={accelerator}: {fix}"), exc.value
+    failed(run_dir, "config")
+    assert not (run_dir / "checkpoints").exists()
+
+
 def test_a_nan_loss_before_the_first_logging_step_is_caught(tmp_path, tiny_mnist, in_process):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
