@@ -126,6 +126,61 @@ def test_a_truncated_gzip_file_ends_the_real_entry_point_in_one_line(tmp_path, t
     assert "Traceback" in log and str(path) in log
 
 
+NOBODY = 65534  # the unprivileged user the permission tests run as (tests run as root, who reads everything)
+
+
+@pytest.fixture
+def as_nobody(tiny_mnist):
+    """`run(*overrides, data=)`: the real entry point as an unprivileged user (setpriv), in a folder that
+    user can reach (pytest's are root's alone), with a copy of the tiny data to take permissions from."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv, to run a process as another user")
+    base = Path(tempfile.mkdtemp(prefix="rnnexp-nobody-"))
+    base.chmod(0o755)
+    (base / "out").mkdir(mode=0o777)
+    (base / "out").chmod(0o777)
+    data = shutil.copytree(tiny_mnist, base / "data")
+    for path in [data, *data.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # pytest's own folders are root's alone
+    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    env = {**os.environ, "RNNEXP_OUTPUT_DIR": str(base / "out"), "MPLCONFIGDIR": str(base / "out")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    probe = subprocess.run([*drop, sys.executable, "-c", "import rnnexp.run"], cwd=ROOT, env=env, capture_output=True)
+    if probe.returncode != 0:
+        shutil.rmtree(base)
+        pytest.skip(f"python cannot run as user {NOBODY} here: {probe.stderr.decode()[-300:]}")
+
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*drop, sys.executable, "-m", "rnnexp.train", *overrides, f"data.root={data}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    run.data, run.out = data, base / "out"
+    yield run
+    for path in [data, *data.iterdir()]:
+        path.chmod(0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("unreadable", ["folder", "file"])
+def test_data_this_user_may_not_read_are_named_with_the_fix(as_nobody, unreadable):
+    path = as_nobody.data if unreadable == "folder" else as_nobody.data / "t10k-labels-idx1-ubyte"
+    path.chmod(0o000 if unreadable == "folder" else 0o200)
+    result = as_nobody(*QUICK)
+    last = one_error_line(result)
+    assert last.startswith(f"error: {path}: Permission denied"), last
+    chmod = f"(chmod -R a+rX {path})" if unreadable == "folder" else f"(chmod a+r {path})"
+    assert chmod in last and last.endswith("or point data.root at a copy this user can read")
+    assert "replace it" not in last and "download" not in last  # the file is sound: nothing to replace
+    (run_dir,) = (as_nobody.out / "runs").iterdir()
+    assert failed(run_dir, "data")["error"] in last
+    assert "PermissionError" in (run_dir / "train.log").read_text()
+
+
 def test_a_validation_split_as_large_as_the_training_set_is_a_config_error(tmp_path, tiny_mnist, in_process):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
