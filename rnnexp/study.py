@@ -8,6 +8,7 @@ stops ends training after that epoch, is not tested, and is recorded `pruned`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from rnnexp.errors import ConfigError, StoreError
+
 log = logging.getLogger("rnnexp")
+
+# The Python module SQLAlchemy imports for a URL's database, and the package that holds it.
+DRIVERS = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "cx_Oracle": "cx_Oracle"}
 
 
 def storage_url(storage: Any) -> Any:
@@ -24,8 +30,72 @@ def storage_url(storage: Any) -> Any:
     if not isinstance(storage, str) or not storage.startswith("sqlite:///") or storage == "sqlite:///:memory:":
         return storage
     path = Path(storage.removeprefix("sqlite:///")).expanduser().absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"{_key(storage)}: cannot create its folder {path.parent} ({err.strerror}: {err.filename}); point "
+            "hydra.sweeper.storage at a file in a writable folder"
+        ) from err
     return f"sqlite:///{path}"
+
+
+@contextlib.contextmanager
+def storage_errors(storage: Any):
+    """Around opening a study's storage (`hydra.sweeper.storage`, an SQLAlchemy URL): what is wrong with
+    it, in one line that names the URL (without its password): a scheme no installed driver serves, a
+    driver that is missing, a file that is not a database, a server that cannot be reached."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except ImportError as err:  # optuna's, from SQLAlchemy's import of the driver
+        missing = next((e.name for e in _chain(err) if isinstance(e, ModuleNotFoundError) and e.name), None)
+        install = f"pip install {DRIVERS.get(missing, missing)}" if missing else "install its database driver"
+        raise ConfigError(
+            f"{_key(storage)}: its database driver{f' ({missing})' if missing else ''} is not installed; {install}, "
+            f"or keep the study in SQLite (hydra.sweeper.storage=sqlite:///<file>)"
+        ) from err
+    except sqlalchemy.exc.ArgumentError as err:  # NoSuchModuleError: a scheme no dialect serves; or no URL at all
+        raise ConfigError(
+            f"{_key(storage)}: not a database URL SQLAlchemy can open ({_first(err)}); use sqlite:///<file> (the "
+            "default keeps outputs/optuna.db), or postgresql://... or mysql://... with their drivers installed"
+        ) from err
+    except sqlalchemy.exc.DatabaseError as err:  # a file of something else, a server that does not answer
+        if str(storage).startswith("sqlite:///") and "not a database" in str(err):
+            path = str(storage).removeprefix("sqlite:///")
+            raise StoreError(
+                f"{_key(storage)}: {path} is not an SQLite database ({_first(err.orig or err)}); move it away to "
+                "start the study afresh, or point hydra.sweeper.storage at the study's database"
+            ) from err
+        raise StoreError(
+            f"{_key(storage)}: cannot open the study's database ({_first(err.orig or err)}); check the URL, that the "
+            "database is up and this user may write to it"
+        ) from err
+
+
+def _key(storage: Any) -> str:
+    """`hydra.sweeper.storage=<URL>`, a password in it hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        shown = make_url(str(storage)).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        shown = str(storage)
+    return f"hydra.sweeper.storage={shown}"
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    chain = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
+
+
+def _first(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def trial_report(cfg: DictConfig) -> TrialReport | None:
@@ -40,9 +110,10 @@ def trial_report(cfg: DictConfig) -> TrialReport | None:
     import optuna
     from hydra.utils import instantiate
 
-    study = optuna.load_study(
-        study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=instantiate(sweeper.pruner)
-    )
+    with storage_errors(sweeper.storage):
+        study = optuna.load_study(
+            study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=instantiate(sweeper.pruner)
+        )
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     if study._storage.get_trial(trial_id).state.is_finished():  # a trial's run resumed after its search
         log.info(f"trial {number} of study {sweeper.study_name} has ended; this run no longer reports to it")
