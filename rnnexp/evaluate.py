@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rnnexp import run
-from rnnexp.config import CONF, options
+from rnnexp.config import CONF, options, top_level
 from rnnexp.errors import ConfigError
 
 USAGE = "python -m rnnexp.evaluate ckpt_path=<checkpoint or run folder> [data=<option>] [data.<key>=<value>]"
@@ -61,6 +61,26 @@ def data_config(trained: dict, option: str | None, keys: dict) -> dict:
     return OmegaConf.to_container(resolved, resolve=True)["data"]
 
 
+def fits(trained: dict, config: dict) -> None:
+    """The data as the command line changed them must give the model as many inputs a step as it was
+    trained on (data.view=pixels gives 1, rows 28)."""
+    from hydra.utils import instantiate
+
+    from rnnexp.data.datamodule import VIEWS
+
+    def inputs(data: dict, view: str) -> int:
+        return instantiate({**data, "view": view}, seed=config["seed"]).input_size
+
+    theirs, ours = trained["data"]["view"], config["data"]["view"]
+    size = inputs(trained["data"], theirs)
+    if inputs(config["data"], ours) != size:
+        fitting = " or ".join(f"data.view={v}" for v in VIEWS if inputs(config["data"], v) == size)
+        raise ConfigError(
+            f"data.view={ours}: the model reads {size} inputs a step (its run's data.view={theirs}) and {ours} gives "
+            f"{inputs(config['data'], ours)}; use {fitting}, or leave data.view out"
+        )
+
+
 def evaluate(argv: list[str]) -> dict:
     import torch
 
@@ -71,7 +91,9 @@ def evaluate(argv: list[str]) -> dict:
     path, option, keys = arguments(argv)
     trained, model, file = restore(path)
     config = {**trained, "data": data_config(trained, option, keys)}
-    check(OmegaConf.create(config))
+    # a run that an older rnnexp let add a key of its own (+note=...) is still evaluated: the key is left out
+    check(OmegaConf.create({k: v for k, v in config.items() if k in top_level()}))
+    fits(trained, config)
     datamodule = datamodule_for(config)
     x, y = datamodule.splits["test"]
     with torch.no_grad(), autocast(config):  # in the precision the run tested in: the same accuracy
