@@ -18,7 +18,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint
 
-from rnnexp.errors import CheckpointError, OutputError
+from rnnexp.errors import CheckpointError
+from rnnexp.record import cannot_write
 
 LAST = "last.ckpt"
 
@@ -131,11 +132,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as err:  # a folder that cannot be made, a full disk
-            raise OutputError(
-                f"cannot write the checkpoint {path}: {err.strerror or err}; free space or point the run at a "
-                "writable folder (RNNEXP_OUTPUT_DIR, hydra.run.dir)"
-            ) from err
+        except (OSError, RuntimeError) as err:  # a folder that cannot be made, a full disk
+            # torch's writer reports a failed write as RuntimeError("... unexpected pos ..."), raised from the OSError
+            cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)), None)
+            if cause is None:
+                raise
+            raise cannot_write(f"the checkpoint {path}", cause) from err
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)

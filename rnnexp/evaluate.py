@@ -86,7 +86,7 @@ def evaluate(argv: list[str]) -> dict:
 
     from rnnexp.checkpoint import autocast, restore
     from rnnexp.config import check
-    from rnnexp.record import write_atomic
+    from rnnexp.record import cannot_write, write_atomic
 
     path, option, keys = arguments(argv)
     trained, model, file = restore(path)
@@ -107,7 +107,6 @@ def evaluate(argv: list[str]) -> dict:
 
     run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     out = run_dir / ("evaluation" if option is None else f"evaluation-{option}")
-    out.mkdir(parents=True, exist_ok=True)
     result = {
         "checkpoint": str(file),
         "data": config["data"],
@@ -116,7 +115,6 @@ def evaluate(argv: list[str]) -> dict:
         "per_class": dict(zip(datamodule.classes, per_class)),
         "confusion_matrix": confusion.tolist(),
     }
-    write_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
     wrong = (predicted != y).nonzero().squeeze(1)
     worst = wrong[confidence[wrong].argsort(descending=True)][:25]
     figures = {
@@ -124,7 +122,12 @@ def evaluate(argv: list[str]) -> dict:
         "misclassified": misclassified_figure(datamodule.images("test")[worst], y[worst], predicted[worst],
                                               confidence[worst], datamodule.classes),
     }  # fmt: skip
-    save_figures(figures, out, run_dir, option)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+        save_figures(figures, out, run_dir, option)
+    except OSError as err:  # a full disk, a run folder this user may not write to
+        raise cannot_write(err.filename or out, err, elsewhere=None) from err
 
     print(f"{file}\ntest accuracy {accuracy:.4f} on {len(y)} test images in {config['data']['root']}")
     width = max(len(c) for c in datamodule.classes)
@@ -188,15 +191,24 @@ def save_figures(figures: dict, out: Path, run_dir: Path, option: str | None) ->
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
+    from rnnexp.tensorboard import writer_thread_errors_said_once
+
+    writer_thread_errors_said_once()
     writer = SummaryWriter(str(run_dir))
     suffix = "" if option is None else f"_{option}"
-    for name, fig in figures.items():
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out / f"{name}.png")
-        writer.add_figure(f"verdict/{name}{suffix}", fig)  # closes the figure
-    writer.close()
-    plt.close("all")
+    try:
+        for name, fig in figures.items():
+            tmp = out / f".{name}.tmp.png"
+            try:
+                fig.savefig(tmp, dpi=110)
+                os.replace(tmp, out / f"{name}.png")
+            finally:
+                tmp.unlink(missing_ok=True)  # what a failed write left
+            writer.add_figure(f"verdict/{name}{suffix}", fig)  # closes the figure
+        writer.flush()  # a failed write of the event file, kept by its writer thread, is raised here
+    finally:
+        writer.close()
+        plt.close("all")
 
 
 def main() -> None:

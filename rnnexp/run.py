@@ -48,7 +48,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_run, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
-from rnnexp.record import CONFIG, RunRecord, process_alive, rank_zero
+from rnnexp.record import CONFIG, DISK_FULL, RunRecord, cannot_write, process_alive, rank_zero
 
 log = logging.getLogger("rnnexp")
 
@@ -374,6 +374,8 @@ def expected(err: BaseException) -> ExpectedError | None:
             return err
     for err in reversed(chain):  # innermost first: torch's allocation error, not Hydra's wrapper of it
         text = str(err)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:  # whichever writer of the run met it first
+            return cannot_write(err.filename or "to the run folder", err)
         if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
             return ResourceError(
                 f"out of memory ({_first_line(err)[:200]}); "
@@ -549,15 +551,10 @@ def main(app: Callable[[], object]) -> None:
         if (line := null_group(err)) is None:
             raise
         _exit(f"error: {line}", 1)
-    except OSError as err:
-        if err.filename is None or getattr(err, "recorded_by_rnnexp", False):
+    except OSError as err:  # Hydra makes the run folder, its .hydra/ and train.log before our code runs
+        if err.filename is None and err.errno not in DISK_FULL or getattr(err, "recorded_by_rnnexp", False):
             raise
-        # Hydra creates the run folder and its log before our code runs
-        _exit(
-            f"error: cannot write {err.filename}: {err.strerror}; point RNNEXP_OUTPUT_DIR (or hydra.run.dir) "
-            "at a writable folder",
-            1,
-        )
+        _exit(f"error: {cannot_write(err.filename or 'to the run folder', err)}", 1)
 
 
 def _exit(line: str, code: int) -> None:
