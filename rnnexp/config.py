@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import math
 import os
 import re
@@ -210,16 +211,18 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def groups() -> list[str]:
+@functools.cache
+def groups() -> tuple[str, ...]:
     """The config groups a command line chooses among (conf/<group>/), Hydra's own left out."""
-    return sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+    return tuple(sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"))
 
 
-def top_level() -> list[str]:
+@functools.cache
+def top_level() -> tuple[str, ...]:
     """What a composed config may hold at its top: the run's own settings (conf/train.yaml's keys; the
     experiment presets and the search set only these) and the groups."""
     own = [str(k) for k in OmegaConf.load(CONF / "train.yaml") if k not in ("defaults", "hydra")]
-    return own + [g for g in groups() if g not in own]
+    return (*own, *(g for g in groups() if g not in own))
 
 
 NEAR = 0.7  # difflib's similarity from which a name is taken for a misspelling (hiden_size, optimzer, lsmt)
@@ -236,7 +239,7 @@ def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
     node, fixed = cfg, []
     for depth, part in enumerate(key.lstrip("+~").split(".")):
         if depth == 0:
-            names = top_level()
+            names = list(top_level())
         elif depth == 1 and isinstance(node, DictConfig) and node.get("_target_") in SETTINGS:
             names = list(SETTINGS[node.get("_target_")])
         else:

@@ -16,7 +16,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from rnnexp.errors import ConfigError, StoreError
+from rnnexp.errors import ConfigError, OutputError, StoreError
 
 log = logging.getLogger("rnnexp")
 
@@ -42,35 +42,47 @@ def storage_url(storage: Any) -> Any:
 
 @contextlib.contextmanager
 def storage_errors(storage: Any):
-    """Around opening a study's storage (`hydra.sweeper.storage`, an SQLAlchemy URL): what is wrong with
-    it, in one line that names the URL (without its password): a scheme no installed driver serves, a
-    driver that is missing, a file that is not a database, a server that cannot be reached."""
+    """Around opening or writing a study's storage (`hydra.sweeper.storage`, an SQLAlchemy URL): what
+    is wrong with it, in one line that names the URL (without its password): a scheme no installed
+    driver serves, a driver that is missing, a file that is not a database, a full disk."""
+    import sqlite3
+
+    import optuna
     import sqlalchemy.exc
 
     try:
         yield
-    except ImportError as err:  # optuna's, from SQLAlchemy's import of the driver
-        missing = next((e.name for e in _chain(err) if isinstance(e, ModuleNotFoundError) and e.name), None)
-        install = f"pip install {DRIVERS.get(missing, missing)}" if missing else "install its database driver"
-        raise ConfigError(
-            f"{_key(storage)}: its database driver{f' ({missing})' if missing else ''} is not installed; {install}, "
-            f"or keep the study in SQLite (hydra.sweeper.storage=sqlite:///<file>)"
-        ) from err
-    except sqlalchemy.exc.ArgumentError as err:  # NoSuchModuleError: a scheme no dialect serves; or no URL at all
-        raise ConfigError(
-            f"{_key(storage)}: not a database URL SQLAlchemy can open ({_first(err)}); use sqlite:///<file> (the "
-            "default keeps outputs/optuna.db), or postgresql://... or mysql://... with their drivers installed"
-        ) from err
-    except sqlalchemy.exc.DatabaseError as err:  # a file of something else, a server that does not answer
-        if str(storage).startswith("sqlite:///") and "not a database" in str(err):
+    except (ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        chain = _chain(err)  # optuna wraps what a commit raises in StorageInternalError
+        database = next((e for e in chain if isinstance(e, sqlalchemy.exc.DatabaseError)), None)
+        if isinstance(err, ImportError):  # optuna's, from SQLAlchemy's import of the driver
+            missing = next((e.name for e in chain if isinstance(e, ModuleNotFoundError) and e.name), None)
+            install = f"pip install {DRIVERS.get(missing, missing)}" if missing else "install its database driver"
+            raise ConfigError(
+                f"{_key(storage)}: its database driver{f' ({missing})' if missing else ''} is not installed; "
+                f"{install}, or keep the study in SQLite (hydra.sweeper.storage=sqlite:///<file>)"
+            ) from err
+        if isinstance(err, sqlalchemy.exc.ArgumentError):  # NoSuchModuleError: a scheme no dialect serves
+            raise ConfigError(
+                f"{_key(storage)}: not a database URL SQLAlchemy can open ({_first(err)}); use sqlite:///<file> (the "
+                "default keeps outputs/optuna.db), or postgresql://... or mysql://... with their drivers installed"
+            ) from err
+        if database is None:
+            raise
+        cause = database.orig or database
+        if getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:  # a trial reporting to a full disk
+            raise OutputError(
+                f"{_key(storage)}: cannot write the study's database ({_first(cause)}); free space on its disk"
+            ) from err
+        if str(storage).startswith("sqlite:///") and "not a database" in str(cause):
             path = str(storage).removeprefix("sqlite:///")
             raise StoreError(
-                f"{_key(storage)}: {path} is not an SQLite database ({_first(err.orig or err)}); move it away to "
-                "start the study afresh, or point hydra.sweeper.storage at the study's database"
+                f"{_key(storage)}: {path} is not an SQLite database ({_first(cause)}); move it away to start the "
+                "study afresh, or point hydra.sweeper.storage at the study's database"
             ) from err
         raise StoreError(
-            f"{_key(storage)}: cannot open the study's database ({_first(err.orig or err)}); check the URL, that the "
-            "database is up and this user may write to it"
+            f"{_key(storage)}: the study's database failed ({_first(cause)}); check the URL, that the database is "
+            "up and this user may write to it"
         ) from err
 
 
@@ -121,23 +133,25 @@ def trial_report(cfg: DictConfig) -> TrialReport | None:
     trial = optuna.trial.Trial(study, trial_id)
     trial.set_user_attr("run_dir", str(cfg.paths.run_dir))  # for the sweeper, should this job be killed
     metric = cfg.optimized_metric if str(cfg.optimized_metric).startswith("val/") else "val/acc"
-    return TrialReport(trial, metric)
+    return TrialReport(trial, metric, sweeper.storage)
 
 
 class TrialReport(pl.Callback):
     """After every validation: the metric the study optimizes to the trial, and training stopped
     (after this epoch) when the pruner says the trial has fallen behind."""
 
-    def __init__(self, trial, monitor: str):
-        self.trial, self.monitor = trial, monitor
+    def __init__(self, trial, monitor: str, storage: Any = None):
+        self.trial, self.monitor, self.storage = trial, monitor, storage
         self.pruned_at: int | None = None  # the epoch after which the pruner stopped the trial
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or value is None or self.pruned_at is not None:
             return
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
+        with storage_errors(self.storage):  # the study's database, written to at every epoch
+            self.trial.report(float(value), step=trainer.current_epoch)
+            prune = self.trial.should_prune()
+        if prune:
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
             epoch = trainer.current_epoch

@@ -139,3 +139,28 @@ def test_a_study_storage_that_cannot_be_opened_is_named_in_one_line(tmp_path, ti
     assert "secret" not in proc.stdout + proc.stderr
     assert not (tmp_path / "multirun").exists()  # refused before a sweep folder or a trial
     assert garbage.read_bytes() == bytes(range(256)) * 8
+
+
+def test_a_trial_reporting_to_a_study_on_a_full_disk_fails_as_output(tmp_path):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from rnnexp.errors import OutputError
+    from rnnexp.study import storage_errors
+
+    database = sqlite3.connect(tmp_path / "optuna.db")
+    database.execute("PRAGMA max_page_count = 2")  # SQLite's own way to run out of room: SQLITE_FULL, as a full disk
+    database.execute("CREATE TABLE t (x)")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        database.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(OutputError) as err, storage_errors(storage):  # as optuna wraps a failed commit
+        try:
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, full.value)
+        except sqlalchemy.exc.OperationalError as commit:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from commit
+    assert str(err.value) == (
+        f"hydra.sweeper.storage={storage}: cannot write the study's database (database or disk is full); free space "
+        "on its disk"
+    )
