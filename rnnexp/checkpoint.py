@@ -17,8 +17,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from rnnexp.errors import CheckpointError, OutputError
-from rnnexp.record import atomic_file
+from rnnexp.errors import CheckpointError
+from rnnexp.record import atomic_file, cannot_write
 
 LAST = "last.ckpt"
 
@@ -206,11 +206,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_file(path, "wb", sync=True) as f:
                 torch.save(checkpoint, f)
-        except OSError as err:  # a folder that cannot be made, a full disk
-            raise OutputError(
-                f"cannot write the checkpoint {path}: {err.strerror or err}; free space or point the run at a "
-                "writable folder (RNNEXP_OUTPUT_DIR, hydra.run.dir)"
-            ) from err
+        except (OSError, RuntimeError) as err:  # a folder that cannot be made, a full disk
+            # torch's writer reports a failed write as RuntimeError("... unexpected pos ..."), raised from the OSError
+            cause = next((e for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError)), None)
+            if cause is None:
+                raise
+            raise cannot_write(f"the checkpoint {path}", cause) from err
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict:
         return load(path, map_location=map_location)

@@ -5,8 +5,12 @@ This module imports neither torch nor Lightning, so a bad override is answered i
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,6 +198,12 @@ RULES = {
 }
 
 
+def _value(cfg: DictConfig, key: str) -> str | None:
+    """A key's value as a command line would give it; None for a node (`+optimzer.lr=0.1` makes one)."""
+    value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    return None if isinstance(value, DictConfig) else _show(value)
+
+
 def _show(value) -> str:
     if isinstance(value, str) and (value == "" or not value.isprintable()):
         return repr(value)  # '' and control characters such as a newline, visibly and on one line
@@ -205,11 +215,84 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+@functools.cache
+def groups() -> tuple[str, ...]:
+    """The config groups a command line chooses among (conf/<group>/), Hydra's own left out."""
+    return tuple(sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"))
+
+
+@functools.cache
+def top_level() -> tuple[str, ...]:
+    """What a composed config may hold at its top: the run's own settings (conf/train.yaml's keys; the
+    experiment presets and the search set only these) and the groups."""
+    own = [str(k) for k in OmegaConf.load(CONF / "train.yaml") if k not in ("defaults", "hydra")]
+    return (*own, *(g for g in groups() if g not in own))
+
+
+NEAR = 0.7  # difflib's similarity from which a name is taken for a misspelling (hiden_size, optimzer, lsmt)
+
+
+def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
+    """`; did you mean <key>=<value>?` naming the key closest to `key`, one that no config has, or ''.
+
+    Each part of the dotted key is compared with the names that are right at its level: at the top
+    the run's settings and groups, in a group of a known class the class's settings (which the config
+    need not hold: `+trainer.fast_dev_run=true`, with the `+` Hydra wants for a key the config lacks),
+    elsewhere the keys of `cfg`, a composed config.
+    """
+    node, fixed = cfg, []
+    for depth, part in enumerate(key.lstrip("+~").split(".")):
+        if depth == 0:
+            names = list(top_level())
+        elif depth == 1 and isinstance(node, DictConfig) and node.get("_target_") in SETTINGS:
+            names = list(SETTINGS[node.get("_target_")])
+        else:
+            names = [str(n) for n in node] if isinstance(node, DictConfig) else []
+        if part not in names:
+            match = difflib.get_close_matches(part, names, n=1, cutoff=NEAR)
+            if not match:
+                return ""
+            part = match[0]
+        fixed.append(part)
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    suggestion = ".".join(fixed)
+    if suggestion == key.lstrip("+~"):
+        return ""
+    held = cfg is not None and OmegaConf.select(cfg, suggestion, default=_ABSENT) is not _ABSENT
+    prefix = "~" if key.startswith("~") else "" if held or suggestion in groups() else "+"
+    return f"; did you mean {prefix}{suggestion}{'' if value is None else '=' + value}?"
+
+
+_ABSENT = object()
+
+
+def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | None:
+    """The line for a `key` (set to `value`) that is not the run's: a near miss of a real one says which;
+    None for a key a config may add but does not hold (where Hydra's `+` advice is right)."""
+    group, _, name = key.rpartition(".")
+    hint = did_you_mean(key, value, cfg)
+    if not group:
+        settings = [k for k in top_level() if k not in groups()]
+        return f"{key}: not a setting of rnnexp.train" + (
+            hint or f"; the settings are: {', '.join(settings)}; the groups: {', '.join(groups())}"
+        )
+    target = OmegaConf.select(cfg, f"{group}._target_", default=None) if cfg is not None and "." not in group else None
+    if target in SETTINGS and name not in SETTINGS[target]:
+        return f"{key}: not a setting of {group} ({target.rpartition('.')[2]}); " + (
+            hint.removeprefix("; ") if hint else f"the settings are: {', '.join(SETTINGS[target])}"
+        )
+    return f"{key}: no such setting{hint}" if hint else None
+
+
 SLURM = ("slurm", "submitit_slurm")  # launchers whose jobs Slurm starts, one process per device
 
 
 def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) -> None:
     """Raise ConfigError for the first value that cannot work (`launcher`: a sweep's hydra/launcher)."""
+    known = top_level()
+    for key in cfg:
+        if key not in known and key != "hydra":  # `+optimzer=sgd` adds a key that nothing reads
+            raise ConfigError(unknown_key(str(key), _value(cfg, str(key)), cfg))
     for group in REQUIRED_GROUPS:
         if not cfg.get(group):
             raise ConfigError(f"{group}: none chosen; choose one of {', '.join(options(group))} ({group}=<option>)")
@@ -218,10 +301,7 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         allowed = SETTINGS.get(target, ())
         for key in cfg[group] if allowed else ():
             if not key.startswith("_") and key not in allowed:
-                raise ConfigError(
-                    f"{group}.{key}: not a setting of {group} ({target.rpartition('.')[2]}); "
-                    f"the settings are: {', '.join(allowed)}"
-                )
+                raise ConfigError(unknown_key(f"{group}.{key}", _value(cfg, f"{group}.{key}"), cfg))
     for key, (ok, allowed) in RULES.items():
         try:
             value = OmegaConf.select(cfg, key, default="<absent>", throw_on_missing=True)
@@ -291,15 +371,48 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         )
 
 
-def describe(err: BaseException) -> str:
-    """One line for a Hydra or OmegaConf error: what was asked and what is allowed."""
+def describe(err: BaseException, argv: list[str] | None = None) -> str:
+    """One line for a Hydra or OmegaConf error: what was asked and what is allowed, and for a name
+    that is a near miss of a real one, which (`argv`, the command line, default sys.argv: the groups
+    it chooses decide which keys there are)."""
     options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
     if options is not None and missing:
         group, _, name = missing.rpartition("/")
-        return f"{group}={name}: no such option; choose one of {', '.join(options)}"
-    parts = [str(err)] + ([str(err.__cause__)] if err.__cause__ else [])
+        near = difflib.get_close_matches(name, options, n=1, cutoff=NEAR)
+        hint = f"; did you mean {group}={near[0]}?" if near else ""
+        return f"{group}={name}: no such option; choose one of {', '.join(options)}{hint}"
+    text = str(err)
+    if found := re.match(r"Could not override '([^']+)'\.\s+To append to your config use \+\1=(.*)", text, re.S):
+        key, value = found[1], found[2].strip()
+        if line := unknown_key(key, value, _composed(sys.argv[1:] if argv is None else argv)):
+            return line
+    if found := re.match(r"Could not delete from config\. '([^']+)' does not exist", text):
+        hint = did_you_mean(f"~{found[1]}", None, _composed(sys.argv[1:] if argv is None else argv))
+        return f"~{found[1]}: no such group or setting{hint or '; nothing to remove'}"
+    parts = [text] + ([str(err.__cause__)] if err.__cause__ else [])
     lines = [line.strip() for part in parts for line in part.splitlines()]
     return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
+
+
+def _composed(argv: list[str]) -> DictConfig | None:
+    """The config that the groups a command line chooses compose to (its other overrides left out;
+    if those choices do not compose, the defaults), to look names up in; None if nothing composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    chosen = [
+        a for a in argv
+        if "=" in a and a.split("=", 1)[0].lstrip("+") in groups() and not any(c in a for c in ",()[]")
+    ]  # fmt: skip
+    for overrides in (chosen, []):
+        try:
+            with contextlib.ExitStack() as stack:
+                if not GlobalHydra.instance().is_initialized():  # else @hydra.main's, or check_sweep's
+                    stack.enter_context(initialize_config_dir(str(CONF), version_base="1.3"))
+                return compose("train", overrides=overrides)
+        except Exception:  # a choice that does not compose: said by the error being described
+            continue
+    return None
 
 
 def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
@@ -382,9 +495,22 @@ def sweep_command_line(sweep_dir: str | None) -> list[str]:
     return sys.argv[1:]
 
 
+def check_run(argv: list[str]) -> None:
+    """A single run's command line (no -m): a search chosen there would be ignored (Hydra runs one job
+    with the defaults of the search, testing off), so it is refused."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("hparams_search", "hydra/sweeper") and value not in ("", "null"):
+            raise ConfigError(
+                f"{arg}: a search runs its trials as a sweep, which needs -m; add it: python -m rnnexp.train -m "
+                f"{' '.join(argv)}"
+            )
+
+
 def check_sweep(argv: list[str], config_name: str = "train") -> None:
     """Compose and check every job of a grid sweep before the first one starts: the bad ones are
-    listed together in one ConfigError, and nothing trains."""
+    listed together in one ConfigError, and nothing trains. The settings of the sweep itself (the
+    launcher's, the sweeper's) are checked for a search too."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -396,8 +522,11 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         parsed = parser.parse_overrides(overrides)
-        if not grid_sweep(argv, parsed, config_name):
-            return  # a search (hparams_search=optuna): each trial is checked in its own job
+        hydra = sweep_settings(argv, parsed, config_name)
+        if hydra is not None:
+            check_launch(hydra)
+        if hydra is not None and not str(hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            return  # a search (hparams_search=optuna) draws its jobs as it goes: each trial is checked in its own job
         jobs = BasicSweeper.split_arguments(parsed, None)[0]
         keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
         bad = []
@@ -409,21 +538,38 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
             except ConfigError as err:
                 bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:
-                bad.append(f"job {num} ({name}): {describe(err)}")
+                bad.append(f"job {num} ({name}): {describe(err, job)}")
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")
 
 
-def grid_sweep(argv: list[str], parsed, config_name: str = "train") -> bool:
-    """Whether the command line's sweeper is Hydra's grid (BasicSweeper), whose jobs check_sweep can
-    list; a search such as Optuna's draws its jobs as it goes, from interval() and tag() too."""
+def sweep_settings(argv: list[str], parsed, config_name: str = "train") -> DictConfig | None:
+    """The sweep's `hydra` node: its launcher and sweeper with their settings, from the command line's
+    config groups (hparams_search=optuna picks the sweeper) and hydra overrides, not from values that
+    may not compose; None where that does not compose (each job then says why)."""
     from hydra import compose
 
-    # the config groups chosen (hparams_search=optuna picks the sweeper), not values that may not compose
     groups = [o.input_line for o in parsed if not o.is_sweep_override() and "." not in o.key_or_group]
-    sweeper_args = [a for a in argv if a.startswith(("hydra/sweeper", "hydra.sweeper._target_"))]
+    hydra_args = [a for a in argv if a.startswith(("hydra.", "hydra/", "+hydra", "~hydra"))]
     try:
-        sweeper = compose(config_name, overrides=[*groups, *sweeper_args], return_hydra_config=True).hydra.sweeper
-    except Exception:  # an override that does not compose: said job by job by the grid's check
-        return True
-    return str(sweeper.get("_target_", "")).endswith("BasicSweeper")
+        return compose(config_name, overrides=[*groups, *hydra_args], return_hydra_config=True).hydra
+    except Exception:
+        return None
+
+
+def check_launch(hydra: DictConfig) -> None:
+    """Settings of a sweep that no job's config holds, which would otherwise fail inside the launcher or
+    sweeper (joblib's `n_jobs == 0 has no meaning`) or do nothing (a search of no trials)."""
+    launcher, sweeper = hydra.launcher, hydra.sweeper
+    if "joblib" in str(launcher.get("_target_", "")):
+        n_jobs = OmegaConf.select(launcher, "n_jobs", throw_on_resolution_failure=False)
+        if not (n_jobs is None or _is_int(n_jobs) and n_jobs != 0):
+            raise ConfigError(
+                f"hydra.launcher.n_jobs={_show(n_jobs)}: must be an integer >= 1 (the jobs run at once), or -1 for one "
+                "per core"
+            )
+    if "optuna" in str(sweeper.get("_target_", "")).lower():
+        for key, what in (("n_trials", "the trials of the study, in all"), ("n_jobs", "the trials run at once")):
+            value = OmegaConf.select(sweeper, key, throw_on_resolution_failure=False)
+            if not (_is_int(value) and value >= 1):
+                raise ConfigError(f"hydra.sweeper.{key}={_show(value)}: must be an integer >= 1 ({what})")

@@ -42,6 +42,12 @@ class OutputError(ExpectedError):
     reason = "output"
 
 
+class StoreError(ExpectedError):
+    """A store a run or sweep keeps its state in (an Optuna study's database) that cannot be opened."""
+
+    reason = "store"
+
+
 class ResourceError(ExpectedError):
     """Not enough of something the run needs: memory, a GPU."""
 

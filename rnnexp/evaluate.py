@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rnnexp import run
-from rnnexp.config import CONF, options
+from rnnexp.config import CONF, options, top_level
 from rnnexp.errors import ConfigError
 
 USAGE = "python -m rnnexp.evaluate ckpt_path=<checkpoint or run folder> [data=<option>] [data.<key>=<value>]"
@@ -61,17 +61,39 @@ def data_config(trained: dict, option: str | None, keys: dict) -> dict:
     return OmegaConf.to_container(resolved, resolve=True)["data"]
 
 
+def fits(trained: dict, config: dict) -> None:
+    """The data as the command line changed them must give the model as many inputs a step as it was
+    trained on (data.view=pixels gives 1, rows 28)."""
+    from hydra.utils import instantiate
+
+    from rnnexp.data.datamodule import VIEWS
+
+    def inputs(data: dict, view: str) -> int:
+        return instantiate({**data, "view": view}, seed=config["seed"]).input_size
+
+    theirs, ours = trained["data"]["view"], config["data"]["view"]
+    size = inputs(trained["data"], theirs)
+    if inputs(config["data"], ours) != size:
+        fitting = " or ".join(f"data.view={v}" for v in VIEWS if inputs(config["data"], v) == size)
+        raise ConfigError(
+            f"data.view={ours}: the model reads {size} inputs a step (its run's data.view={theirs}) and {ours} gives "
+            f"{inputs(config['data'], ours)}; use {fitting}, or leave data.view out"
+        )
+
+
 def evaluate(argv: list[str]) -> dict:
     import torch
 
     from rnnexp.checkpoint import autocast, restore
     from rnnexp.config import check
-    from rnnexp.record import in_run, write_atomic
+    from rnnexp.record import cannot_write, in_run, write_atomic
 
     path, option, keys = arguments(argv)
     trained, model, file = restore(path)
     config = {**trained, "data": data_config(trained, option, keys)}
-    check(OmegaConf.create(config))
+    # a run that an older rnnexp let add a key of its own (+note=...) is still evaluated: the key is left out
+    check(OmegaConf.create({k: v for k, v in config.items() if k in top_level()}))
+    fits(trained, config)
     datamodule = datamodule_for(config)
     x, y = datamodule.splits["test"]
     with torch.no_grad(), autocast(config):  # in the precision the run tested in: the same accuracy
@@ -85,7 +107,6 @@ def evaluate(argv: list[str]) -> dict:
 
     run_dir = file.parent.parent if file.parent.name == "checkpoints" else file.parent
     out = run_dir / ("evaluation" if option is None else f"evaluation-{option}")
-    out.mkdir(parents=True, exist_ok=True)
     result = {
         "checkpoint": in_run(file, run_dir),  # relative to the run folder where it is inside it
         "data": config["data"],
@@ -94,7 +115,6 @@ def evaluate(argv: list[str]) -> dict:
         "per_class": dict(zip(datamodule.classes, per_class)),
         "confusion_matrix": confusion.tolist(),
     }
-    write_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
     wrong = (predicted != y).nonzero().squeeze(1)
     worst = wrong[confidence[wrong].argsort(descending=True)][:25]
     figures = {
@@ -102,7 +122,12 @@ def evaluate(argv: list[str]) -> dict:
         "misclassified": misclassified_figure(datamodule.images("test")[worst], y[worst], predicted[worst],
                                               confidence[worst], datamodule.classes),
     }  # fmt: skip
-    save_figures(figures, out, run_dir, option)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
+        save_figures(figures, out, run_dir, option)
+    except OSError as err:  # a full disk, a run folder this user may not write to
+        raise cannot_write(err.filename or out, err, elsewhere=None) from err
 
     print(f"{file}\ntest accuracy {accuracy:.4f} on {len(y)} test images in {config['data']['root']}")
     width = max(len(c) for c in datamodule.classes)
@@ -166,15 +191,24 @@ def save_figures(figures: dict, out: Path, run_dir: Path, option: str | None) ->
     import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
+    from rnnexp.tensorboard import writer_thread_errors_said_once
+
+    writer_thread_errors_said_once()
     writer = SummaryWriter(str(run_dir))
     suffix = "" if option is None else f"_{option}"
-    for name, fig in figures.items():
-        tmp = out / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out / f"{name}.png")
-        writer.add_figure(f"verdict/{name}{suffix}", fig)  # closes the figure
-    writer.close()
-    plt.close("all")
+    try:
+        for name, fig in figures.items():
+            tmp = out / f".{name}.tmp.png"
+            try:
+                fig.savefig(tmp, dpi=110)
+                os.replace(tmp, out / f"{name}.png")
+            finally:
+                tmp.unlink(missing_ok=True)  # what a failed write left
+            writer.add_figure(f"verdict/{name}{suffix}", fig)  # closes the figure
+        writer.flush()  # a failed write of the event file, kept by its writer thread, is raised here
+    finally:
+        writer.close()
+        plt.close("all")
 
 
 def main() -> None:

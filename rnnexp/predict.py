@@ -24,6 +24,10 @@ USAGE = "python -m rnnexp.predict ckpt_path=<checkpoint or run folder> image.png
 SIDE = 28
 
 
+def _first(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """A 28x28 uint8 image, light on dark, from any image file PIL reads."""
     from PIL import Image, UnidentifiedImageError
@@ -41,6 +45,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, not an image") from None
+    except (Image.DecompressionBombError, MemoryError) as err:  # PIL's check of the size its header declares
+        raise DataError(f"{path}: too large to decode ({_first(err)}); scale it down: the model reads 28x28") from err
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(f"{path}: not an image PIL can read ({err})") from err
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])

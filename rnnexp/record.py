@@ -9,9 +9,12 @@ process of global rank 0 writes (with several devices every process runs the sam
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +25,21 @@ from rnnexp.errors import OutputError
 
 METRICS = "metrics.json"
 CONFIG = "config.yaml"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or this user's quota on it
+OUTPUT_SETTING = "RNNEXP_OUTPUT_DIR (or hydra.run.dir)"  # what moves a run's output elsewhere
+
+
+def cannot_write(what: str | os.PathLike, err: OSError, elsewhere: str | None = OUTPUT_SETTING) -> OutputError:
+    """The one line for a file or folder that could not be written (`what`), with its fix."""
+    return OutputError(f"cannot write {what}: {err.strerror or err}; {fix(err, elsewhere)}")
+
+
+def fix(err: OSError, elsewhere: str | None = OUTPUT_SETTING) -> str:
+    """What to do about a write that failed: on a full disk, free space (or write `elsewhere`, the
+    setting that moves the output); otherwise choose a writable folder."""
+    if err.errno in DISK_FULL:
+        return "free space on that disk" + (f", or point {elsewhere} at another" if elsewhere else "")
+    return f"point {elsewhere} at a writable folder" if elsewhere else "make it writable"
 
 
 @contextlib.contextmanager
@@ -53,8 +71,49 @@ def stale_files(folder: Path) -> list[Path]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    with atomic_file(path) as f:
-        f.write(text)
+    """Replace `path` with `text` (atomic_file). On a full disk, where the new copy finds no room, an
+    existing file is overwritten in the blocks it already has (so that a failed run can still say
+    why in its metrics.json)."""
+    data = text.encode()
+    try:
+        with atomic_file(path, "wb") as f:
+            f.write(data)
+    except OSError as err:
+        if err.errno not in DISK_FULL or not _overwrite(path, data):
+            raise
+
+
+def _overwrite(path: Path, data: bytes) -> bool:
+    """Write `data` over `path` in place if the blocks the file holds take it (no new block is
+    needed, so a full disk cannot fail it halfway); whether it was written."""
+    try:
+        with open(path, "r+b") as f:
+            if len(data) > os.fstat(f.fileno()).st_blocks * 512:
+                return False
+            f.write(data)
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        return False
+    return True
+
+
+class RunLog(logging.FileHandler):
+    """train.log, the run folder's copy of the console (Hydra's job log: conf/train.yaml names this
+    class). A line that cannot be written (a full disk) is said once, in a line among the console's
+    log lines (stdout: stderr's last line stays the run's `error:`), not with logging's traceback on
+    stderr for every line logged after it; the lines wait in the buffer for room."""
+
+    told = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError):
+            return super().handleError(record)
+        if not self.told:
+            self.told = True
+            print(f"warning: cannot write {self.baseFilename}: {err.strerror}; {fix(err)}", file=sys.stdout)
 
 
 def rank_zero() -> bool:
@@ -73,10 +132,7 @@ class RunRecord:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise OutputError(
-                    f"cannot create the run folder {self.dir}: {err.strerror}; point RNNEXP_OUTPUT_DIR "
-                    "(or hydra.run.dir) at a writable folder"
-                ) from err
+                raise OutputError(f"cannot create the run folder {self.dir}: {err.strerror}; {fix(err)}") from err
 
     @staticmethod
     def read(run_dir: str | os.PathLike) -> dict:
@@ -110,10 +166,16 @@ class RunRecord:
         """The composed config with every interpolation resolved (what this run really used), the
         paths inside the run folder kept relative to it (`portable`), and without `resume`: how a
         run was started is not part of what it is (a job first started by `resume=` of its sweep is
-        the same setting as its sweep's other jobs)."""
+        the same setting as its sweep's other jobs). If it cannot be written (a full disk), the
+        record says so before the run ends."""
         config = portable(cfg)
         config["resume"] = None
-        self._write(CONFIG, OmegaConf.to_yaml(config))
+        try:
+            self._write(CONFIG, OmegaConf.to_yaml(config))
+        except OutputError as err:
+            with contextlib.suppress(OutputError):
+                self.update(status="failed", reason=err.reason, error=str(err))
+            raise
 
     def relative(self, path: str | os.PathLike | None) -> str | None:
         """A path to put in the record: relative to the run folder where it is inside it."""
@@ -129,10 +191,7 @@ class RunRecord:
         try:
             write_atomic(self.dir / name, text)
         except OSError as err:
-            raise OutputError(
-                f"cannot write {self.dir / name}: {err.strerror}; point RNNEXP_OUTPUT_DIR (or hydra.run.dir) "
-                "at a writable folder"
-            ) from err
+            raise cannot_write(self.dir / name, err) from err
 
 
 # --- a run folder that stands alone -----------------------------------------------------------------

@@ -46,10 +46,20 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from rnnexp.config import check, check_sweep, describe, null_group
+from rnnexp.config import check, check_run, check_sweep, describe, null_group
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
 from rnnexp.parent_watch import end_with_parent
-from rnnexp.record import CONFIG, RunRecord, portable, process_alive, rank_zero, saved_config, stale_files
+from rnnexp.record import (
+    CONFIG,
+    DISK_FULL,
+    RunRecord,
+    cannot_write,
+    portable,
+    process_alive,
+    rank_zero,
+    saved_config,
+    stale_files,
+)
 
 log = logging.getLogger("rnnexp")
 
@@ -232,8 +242,10 @@ def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
 
 
 def check_device(cfg: DictConfig) -> None:
-    """A GPU asked for where torch sees none: said before anything is built."""
+    """An accelerator asked for that this machine lacks (a GPU where torch sees none, a TPU without
+    torch_xla, ...): said before anything is built."""
     import torch
+    from pytorch_lightning.accelerators import AcceleratorRegistry
 
     accelerator = str(cfg.trainer.get("accelerator", "cpu"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -246,20 +258,38 @@ def check_device(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator} (trainer=gpu): torch sees no GPU here; use trainer=cpu, or "
             "trainer=auto to use a GPU wherever there is one"
         )
+    known = AcceleratorRegistry.available_accelerators()
+    if accelerator not in (*known, "auto", "gpu"):
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: not an accelerator Lightning knows; choose one of auto, gpu, "
+            f"{', '.join(sorted(known))}"
+        )
+    if accelerator in known and not AcceleratorRegistry[accelerator]["accelerator"].is_available():
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: torch finds no {accelerator} on this machine; use trainer=cpu, or "
+            "trainer=auto to use whatever accelerator a machine has"
+        )
 
 
 def use_threads(cfg: DictConfig) -> int:
     """Set torch's CPU threads for this job: `threads`, else the cores divided among the jobs that run
     at once (more threads than cores makes every job crawl: two 2-thread jobs on 2 cores run about
     ten times slower than one), else torch's own default. Set for every job, as a process (the basic
-    launcher's, a joblib worker) runs several."""
+    launcher's, a joblib worker) runs several. More threads than the cores this process may use are
+    refused here, in the job, where the cores are known (a Slurm node has others than the login node)."""
     import torch
 
     default = torch_default_threads()  # before any job of this process changed it
     threads = cfg.get("threads")
+    cores = available_cores()  # on the machine the job runs on: a Slurm node's, not the submitting one's
+    if threads is not None and threads > cores:
+        raise ConfigError(
+            f"threads={threads}: more than the {cores} cores this process may use, which makes every step wait; "
+            f"set threads={cores} or fewer, or threads=null"
+        )
     if threads is None:
         parallel = parallel_jobs()
-        threads = max(1, available_cores() // parallel) if parallel > 1 else default
+        threads = max(1, cores // parallel) if parallel > 1 else default
     torch.set_num_threads(threads)
     return threads
 
@@ -361,6 +391,8 @@ def expected(err: BaseException) -> ExpectedError | None:
             return err
     for err in reversed(chain):  # innermost first: torch's allocation error, not Hydra's wrapper of it
         text = str(err)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:  # whichever writer of the run met it first
+            return cannot_write(err.filename or "to the run folder", err)
         if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
             return ResourceError(
                 f"out of memory ({_first_line(err)[:200]}); "
@@ -526,10 +558,8 @@ def main(app: Callable[[], object]) -> None:
         if not rank_zero():  # another device's process of a DDP run: rank 0 logs for the run
             sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("hydra/job_logging=", "hydra/hydra_logging="))]
             sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # warnings, errors still show
-        if {"-m", "--multirun"} & set(sys.argv[1:]) and not {"--cfg", "-c", "--help", "-h", "--info"} & set(
-            sys.argv[1:]
-        ):
-            check_sweep(sys.argv[1:])
+        if not {"--cfg", "-c", "--help", "-h", "--info"} & set(sys.argv[1:]):
+            (check_sweep if {"-m", "--multirun"} & set(sys.argv[1:]) else check_run)(sys.argv[1:])
         app()
     except RunFailed as err:
         _exit(f"error: {err}", 1)
@@ -540,20 +570,16 @@ def main(app: Callable[[], object]) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         if getattr(err, "recorded_by_rnnexp", False):  # a bug inside a run, wrapped by Hydra's instantiate
             raise
-        _exit(f"error: {describe(err)}", 1)
+        known = expected(err)  # ours, raised where Hydra builds a plugin (the sweeper opening its study)
+        _exit(f"error: {known or describe(err)}", 1)
     except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
         if (line := null_group(err)) is None:
             raise
         _exit(f"error: {line}", 1)
-    except OSError as err:
-        if err.filename is None or getattr(err, "recorded_by_rnnexp", False):
+    except OSError as err:  # Hydra makes the run folder, its .hydra/ and train.log before our code runs
+        if err.filename is None and err.errno not in DISK_FULL or getattr(err, "recorded_by_rnnexp", False):
             raise
-        # Hydra creates the run folder and its log before our code runs
-        _exit(
-            f"error: cannot write {err.filename}: {err.strerror}; point RNNEXP_OUTPUT_DIR (or hydra.run.dir) "
-            "at a writable folder",
-            1,
-        )
+        _exit(f"error: {cannot_write(err.filename or 'to the run folder', err)}", 1)
 
 
 def _exit(line: str, code: int) -> None:

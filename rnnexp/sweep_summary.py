@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from rnnexp.errors import OutputError
-from rnnexp.record import RunRecord, process_alive, write_atomic
+from rnnexp.record import RunRecord, cannot_write, process_alive, write_atomic
 
 log = logging.getLogger("rnnexp")
 
@@ -61,7 +61,10 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
         value, name = (min if "loss" in metric else max)(scored)
         summary["best"] = {"job": name, metric: value}
         log.info(f"Best: {name}, {metric}={value:.4f}")
-    write_atomic(sweep_dir / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+    try:
+        write_atomic(sweep_dir / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
+    except OSError as err:  # at exit, after the sweep's own ending: said in a line, not a traceback
+        log.warning(cannot_write(sweep_dir / SUMMARY, err))
     return summary
 
 

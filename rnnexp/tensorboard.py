@@ -19,12 +19,20 @@ are single points: the logger below leaves `epoch` out and writes the test metri
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+from rnnexp.record import cannot_write
+
+log = logging.getLogger("rnnexp")
 
 
 def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | float | str]:
@@ -87,12 +95,55 @@ def log_hparams(logger: LightningTensorBoardLogger, settings: dict, step: int = 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write, and
-    with the test metrics under `verdict/` (`verdict/test_acc`), after the train and val curves."""
+    with the test metrics under `verdict/` (`verdict/test_acc`), after the train and val curves. An
+    event file that cannot be written (a full disk) fails the run as its output, naming the folder."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        writer_thread_errors_said_once()
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         metrics = {tag(k): v for k, v in metrics.items() if k != "epoch"}
         if metrics:
-            super().log_metrics(metrics, step)
+            with self._writing():
+                super().log_metrics(metrics, step)
+
+    def save(self) -> None:
+        with self._writing():
+            super().save()
+
+    def finalize(self, status: str) -> None:
+        with self._writing():
+            super().finalize(status)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """TensorBoard writes its event file in a thread, which hands a failed write to the next write,
+        flush or close of this logger: here, where it is known which folder the file is in."""
+        try:
+            yield
+        except OSError as err:
+            raise cannot_write(f"TensorBoard's event file in {Path(self.log_dir)}", err) from err
+
+
+def writer_thread_errors_said_once() -> None:
+    """TensorBoard's event-writer thread, when a write fails (a full disk), keeps the error for this
+    process's next write, flush or close of the event file, which then fails with it, and raises it in
+    the thread too, where Python prints its traceback: a second one, on the console. That one becomes a
+    warning line (the traceback is the failure's own, in train.log). Installed once per process, for
+    TensorBoard's threads only (threading.excepthook)."""
+    previous = threading.excepthook
+    if getattr(previous, "rnnexp", False):
+        return
+
+    def hook(args) -> None:
+        if isinstance(args.exc_value, OSError) and type(args.thread).__module__.startswith("tensorboard."):
+            log.warning(f"TensorBoard stopped writing its event file: {args.exc_value}")
+        else:
+            previous(args)
+
+    hook.rnnexp = True
+    threading.excepthook = hook
 
 
 def tag(key: str) -> str:

@@ -117,7 +117,17 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
         ),
         (["model=lstm", "model.nonlinearity=relu"], "model.nonlinearity=relu: only model.cell=rnn"),
         (["model=gru", "model.forget_bias=1.0"], "model.forget_bias=1.0: only model.cell=lstm"),
-        (["model.hidden=3"], "Could not override 'model.hidden'"),
+        # a near miss of a real key or group says which, instead of Hydra's advice to add it with +
+        (["model.hidden=3"], "model.hidden: not a setting of model (SequenceClassifier); did you mean model.hidden_"),
+        (["+optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
+        (["model=lsmt"], "model=lsmt: no such option; choose one of gru, lstm, rnn; did you mean model=lstm?"),
+        # what a sweep alone does, asked of a single run; the settings of a sweep that no job holds
+        (["hparams_search=optuna"], "hparams_search=optuna: a search runs its trials as a sweep, which needs -m"),
+        (
+            ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0", "seed=1,2"],
+            "hydra.launcher.n_jobs=0: must be an integer >= 1 (the jobs run at once), or -1 for one per core",
+        ),
+        (["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=-1"], "hydra.sweeper.n_trials=-1: must be an integer"),
         (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number > 0"),
         (["optimizer.lr=inf"], "optimizer.lr=inf: must be a finite number > 0"),
         (["data.batch_size=0"], "data.batch_size=0: must be an integer >= 1"),
@@ -222,12 +232,50 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["data.view=diagonal"], "data.view=diagonal: must be one of rows, columns, pixels, permuted"),
         (["data.permutation_seed=-1"], "data.permutation_seed=-1: must be an integer >= 0 and <= 4294967295"),
         (["data.permutation_seed=0.5"], "data.permutation_seed=0.5: must be an integer"),
+        # keys that nothing reads (Hydra's `+` adds any): a near miss of a real one says which
+        (["+seeed=3"], "seeed: not a setting of rnnexp.train; did you mean seed=3?"),
+        (["+optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
+        (["+note=baseline"], "note: not a setting of rnnexp.train; the settings are: seed, grad_clip,"),
+        (["+model.hiden_size=64"], "model.hiden_size: not a setting of model (SequenceClassifier); did you mean model"),
+        (["+trainer.fast_dev_runn=true"], "did you mean +trainer.fast_dev_run=true?"),  # a Trainer setting: add it
     ],
 )
 def test_check_refuses_in_one_line(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
         check(composed(tmp_path, *overrides))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        (["model.hiden_size=64"], "model.hiden_size: not a setting of model (SequenceClassifier); did you mean"
+                                  " model.hidden_size=64?"),
+        (["optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
+        (["modle.hidden_size=3"], "modle.hidden_size: no such setting; did you mean model.hidden_size=3?"),
+        (["~optimzer"], "~optimzer: no such group or setting; did you mean ~optimizer?"),
+        # the keys are those of the groups the command line chooses: SGD has a momentum, Adam none
+        (["optimizer=sgd", "optimizer.momentun=0.9"], "optimizer.momentun: not a setting of optimizer (SGD); did you"
+                                                       " mean optimizer.momentum=0.9?"),
+        (["optimizer.momentun=0.9"], "optimizer.momentun: not a setting of optimizer (Adam); the settings are: lr,"),
+        (["callbacks.checkpoint.monitr=val/loss"], "did you mean callbacks.checkpoint.monitor=val/loss?"),
+        (["trainer.fast_dev_runn=true"], "did you mean +trainer.fast_dev_run=true?"),
+        # a Trainer setting the config does not hold: Hydra's advice is right, and kept
+        (["trainer.fast_dev_run=true"], "To append to your config use +trainer.fast_dev_run=true"),
+        # no near miss: what there is, not Hydra's advice to add a key that check() would refuse
+        (["model.colour=1"], "model.colour: not a setting of model (SequenceClassifier); the settings are: cell,"),
+        (["tag=baseline"], "tag: not a setting of rnnexp.train; the settings are: seed,"),
+    ],
+)  # fmt: skip
+def test_a_key_hydra_cannot_override_is_named_with_the_near_miss(overrides, line):
+    from hydra.errors import HydraException
+
+    from rnnexp.config import describe
+
+    with pytest.raises(HydraException) as err, initialize_config_dir(str(CONF), version_base="1.3"):
+        compose("train", overrides=overrides)
+    described = describe(err.value, overrides)
+    assert line in described and "\n" not in described, described
 
 
 @pytest.mark.parametrize(

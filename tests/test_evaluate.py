@@ -47,6 +47,11 @@ def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):
         (["ckpt_path={run}", "data=imagenet"], "error: data=imagenet: no such option; choose one of"),
         (["ckpt_path={run}", "data.colour=1"], "error: data.colour: not a data setting"),
         (["ckpt_path={run}", "model.layers=2"], "error: model.layers: not a setting of rnnexp.evaluate"),
+        (  # a view of another input size than the model's (the run read rows: 28 pixels a step)
+            ["ckpt_path={run}", "data.view=pixels"],
+            "error: data.view=pixels: the model reads 28 inputs a step (its run's data.view=rows) and pixels gives 1; "
+            "use data.view=rows or data.view=columns, or leave data.view out",
+        ),
     ],
 )
 def test_evaluate_refuses_bad_arguments_in_one_line(trained, args, message):
@@ -80,6 +85,37 @@ def test_predict_reads_any_image_and_names_the_broken_one(trained, tmp_path):
     guesses = {line.split(": ")[0]: line.split(": ")[1].split()[0] for line in result.stdout.strip().splitlines()}
     assert list(guesses) == [str(white_on_black), str(black_on_white), str(colour_larger)]
     assert [guesses[str(f)] for f in (white_on_black, black_on_white, colour_larger)] == [str(k) for k in labels]
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG that declares its size and holds no pixels: PIL reads the size before any pixel."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def test_predict_names_an_image_too_large_to_decode_and_classifies_the_others(trained, tmp_path):
+    from PIL import Image
+
+    images, labels = learnable_digits(2, seed=7)
+    first, last = tmp_path / "first.png", tmp_path / "last.png"
+    Image.fromarray(images[0]).save(first)
+    Image.fromarray(images[1]).save(last)
+    huge = tmp_path / "huge.png"
+    png_header_only(huge, 20000, 20000)  # 400 million pixels: PIL's decompression-bomb check refuses it
+    result = entry("rnnexp.predict", f"ckpt_path={trained}", str(first), str(huge), str(last))
+    assert result.returncode == 1, result.stderr[-3000:]  # one image failed
+    assert "Traceback" not in result.stderr
+    (error,) = result.stderr.strip().splitlines()
+    assert error.startswith(f"error: {huge}: too large to decode (Image size (400000000 pixels) exceeds limit")
+    assert error.endswith("scale it down: the model reads 28x28")
+    guesses = {line.split(": ")[0]: line.split(": ")[1].split()[0] for line in result.stdout.strip().splitlines()}
+    assert guesses == {str(first): str(labels[0]), str(last): str(labels[1])}
 
 
 def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_path):

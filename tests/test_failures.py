@@ -11,6 +11,8 @@ subprocess (`run_train`).
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 import sys
@@ -124,6 +126,61 @@ def test_a_truncated_gzip_file_ends_the_real_entry_point_in_one_line(tmp_path, t
     assert failed(run_dir, "data")["error"] in last
     log = (run_dir / "train.log").read_text()
     assert "Traceback" in log and str(path) in log
+
+
+NOBODY = 65534  # the unprivileged user the permission tests run as (tests run as root, who reads everything)
+
+
+@pytest.fixture
+def as_nobody(tiny_mnist):
+    """`run(*overrides, data=)`: the real entry point as an unprivileged user (setpriv), in a folder that
+    user can reach (pytest's are root's alone), with a copy of the tiny data to take permissions from."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv, to run a process as another user")
+    base = Path(tempfile.mkdtemp(prefix="rnnexp-nobody-"))
+    base.chmod(0o755)
+    (base / "out").mkdir(mode=0o777)
+    (base / "out").chmod(0o777)
+    data = shutil.copytree(tiny_mnist, base / "data")
+    for path in [data, *data.iterdir()]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # pytest's own folders are root's alone
+    drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    env = {**os.environ, "RNNEXP_OUTPUT_DIR": str(base / "out"), "MPLCONFIGDIR": str(base / "out")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    probe = subprocess.run([*drop, sys.executable, "-c", "import rnnexp.run"], cwd=ROOT, env=env, capture_output=True)
+    if probe.returncode != 0:
+        shutil.rmtree(base)
+        pytest.skip(f"python cannot run as user {NOBODY} here: {probe.stderr.decode()[-300:]}")
+
+    def run(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*drop, sys.executable, "-m", "rnnexp.train", *overrides, f"data.root={data}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    run.data, run.out = data, base / "out"
+    yield run
+    for path in [data, *data.iterdir()]:
+        path.chmod(0o755)
+    shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("unreadable", ["folder", "file"])
+def test_data_this_user_may_not_read_are_named_with_the_fix(as_nobody, unreadable):
+    path = as_nobody.data if unreadable == "folder" else as_nobody.data / "t10k-labels-idx1-ubyte"
+    path.chmod(0o000 if unreadable == "folder" else 0o200)
+    result = as_nobody(*QUICK)
+    last = one_error_line(result)
+    assert last.startswith(f"error: {path}: Permission denied"), last
+    chmod = f"(chmod -R a+rX {path})" if unreadable == "folder" else f"(chmod a+r {path})"
+    assert chmod in last and last.endswith("or point data.root at a copy this user can read")
+    assert "replace it" not in last and "download" not in last  # the file is sound: nothing to replace
+    (run_dir,) = (as_nobody.out / "runs").iterdir()
+    assert failed(run_dir, "data")["error"] in last
+    assert "PermissionError" in (run_dir / "train.log").read_text()
 
 
 def test_a_validation_split_as_large_as_the_training_set_is_a_config_error(tmp_path, tiny_mnist, in_process):
@@ -241,6 +298,41 @@ def test_trainer_gpu_without_a_gpu_says_what_to_choose_instead(tmp_path, tiny_mn
     assert "trainer=gpu" in message and ("trainer=cpu" in message or "trainer=auto" in message), message
 
 
+def test_more_threads_than_cores_is_refused_in_the_job_naming_the_cores(tmp_path, tiny_mnist, in_process):
+    from rnnexp.run import available_cores
+
+    cores = available_cores()
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        in_process(*QUICK, f"threads={cores + 1}", f"data.root={tiny_mnist}", run_dir=run_dir)
+    assert str(exc.value) == (
+        f"error: threads={cores + 1}: more than the {cores} cores this process may use, which makes every step "
+        f"wait; set threads={cores} or fewer, or threads=null"
+    )
+    failed(run_dir, "config")
+    assert "Traceback" in (run_dir / "train.log").read_text()
+    in_process(*QUICK, f"threads={cores}", f"data.root={tiny_mnist}", run_dir=tmp_path / "all")  # all of them: fine
+    assert record(tmp_path / "all")["environment"]["threads"] == cores
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "mps", "ipu"])
+def test_an_accelerator_this_machine_lacks_is_a_config_error(tmp_path, tiny_mnist, in_process, accelerator):
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    if accelerator in AcceleratorRegistry.available_accelerators():
+        if AcceleratorRegistry[accelerator]["accelerator"].is_available():
+            pytest.skip(f"this machine has a {accelerator}")
+        fix = f"torch finds no {accelerator} on this machine; use trainer=cpu, or trainer=auto"
+    else:
+        fix = "not an accelerator Lightning knows; choose one of auto, gpu, cpu, cuda"
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        in_process(*QUICK, f"trainer.accelerator={accelerator}", f"data.root={tiny_mnist}", run_dir=run_dir)
+    assert str(exc.value).startswith(f"error: trainer.accelerator={accelerator}: {fix}"), exc.value
+    failed(run_dir, "config")
+    assert not (run_dir / "checkpoints").exists()
+
+
 def test_a_nan_loss_before_the_first_logging_step_is_caught(tmp_path, tiny_mnist, in_process):
     run_dir = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
@@ -268,6 +360,155 @@ def test_an_output_folder_under_a_regular_file_is_named_in_one_line(tmp_path, ti
     last = one_error_line(result)
     assert str(blocker) in last and "point RNNEXP_OUTPUT_DIR (or hydra.run.dir) at a writable folder" in last
     assert blocker.read_text() == "in the way\n"
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+FULL = "No space left on device; free space on that disk, or point RNNEXP_OUTPUT_DIR (or hydra.run.dir) at another"
+
+
+class FullDisk:
+    """A file that takes `room` more bytes, then fails as a full disk does."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            self.f.write(data[: self.room])
+            self.room = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def test_a_full_disk_while_writing_last_ckpt_fails_the_run_as_output_and_keeps_the_last_one(
+    tmp_path, tiny_mnist, in_process, monkeypatch
+):
+    from rnnexp.checkpoint import load
+
+    run_dir, saved, real_save = tmp_path / "run", [], torch.save
+    last = run_dir / "checkpoints" / "last.ckpt"
+
+    def save(obj, f, *args, **kwargs):  # the second write of last.ckpt finds the disk full halfway
+        saved.append(last.read_bytes() if last.exists() else None)
+        return real_save(obj, FullDisk(f, room=4096) if len(saved) == 2 else f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(SystemExit) as exc:  # no best checkpoint: every write is last.ckpt's
+        in_process(*QUICK, "trainer.max_epochs=3", "~callbacks.checkpoint", f"data.root={tiny_mnist}", run_dir=run_dir)
+    assert str(exc.value) == f"error: cannot write the checkpoint {last}: {FULL}"  # torch said RuntimeError
+    assert len(saved) == 2 and saved[1] is not None
+    metrics = failed(run_dir, "output")
+    assert metrics["error"] == str(exc.value).removeprefix("error: ")
+    log = (run_dir / "train.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log
+    assert last.read_bytes() == saved[1]  # the one written before, whole
+    assert load(last)["global_step"] * 2 == metrics["steps"]  # the first epoch's end; the second's is not saved
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]  # no half-written temporary file left
+
+
+def test_a_full_disk_under_tensorboards_writer_thread_fails_the_run_once_as_output(
+    tmp_path, tiny_mnist, in_process, monkeypatch, capfd
+):
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    real_write, writes = RecordWriter.write, []
+
+    def write(self, data):  # TensorBoard's thread writes the events: from the fourth on, the disk is full
+        writes.append(len(data))
+        if len(writes) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        in_process(*QUICK, "trainer.max_epochs=3", f"data.root={tiny_mnist}", run_dir=run_dir)
+    message = str(exc.value)
+    assert message.startswith("error: cannot write ") and message.endswith(FULL), message
+    failed(run_dir, "output")
+    assert "No space left on device" in (run_dir / "train.log").read_text()
+    console = capfd.readouterr()
+    assert "Traceback" not in console.out + console.err and "Exception in thread" not in console.err, console.err
+
+
+def test_train_log_on_a_full_disk_says_so_once_not_with_a_traceback_per_line(tmp_path, capsys):
+    import logging
+
+    from rnnexp.record import RunLog
+
+    handler = RunLog(tmp_path / "train.log")
+    logger = logging.Logger("test")
+    logger.addHandler(handler)
+    logger.warning("written")
+    handler.stream = FullDisk(handler.stream, room=0)
+    for n in range(3):
+        logger.warning(f"lost {n}")
+    handler.stream = handler.stream.f
+    handler.close()
+    console = capsys.readouterr()
+    assert console.err == ""  # logging's own handling prints '--- Logging error ---' and a traceback each time
+    assert console.out == f"warning: cannot write {tmp_path / 'train.log'}: {FULL}\n"
+    assert (tmp_path / "train.log").read_text().startswith("written\n")
+
+
+def test_a_record_is_overwritten_in_place_where_a_full_disk_has_no_room_for_a_new_copy(tmp_path, monkeypatch):
+    import tempfile
+
+    from rnnexp.record import write_atomic
+
+    path = tmp_path / "metrics.json"
+    path.write_text('{"status": "running"}\n')
+    room = os.stat(path).st_blocks * 512  # the blocks the file holds
+
+    def mkstemp(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    failed_record = '{"status": "failed", "reason": "output"}\n'
+    if len(failed_record) > room:
+        pytest.skip(f"this file system holds {path.name} in {room} bytes")
+    write_atomic(path, failed_record)
+    assert path.read_text() == failed_record
+    with pytest.raises(OSError) as err:  # more than the file's blocks take: not written at all, rather than half
+        write_atomic(path, "x" * (room + 1))
+    assert err.value.errno == errno.ENOSPC and path.read_text() == failed_record
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB file system of its own (tmpfs), where mounting is allowed (root with CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.parametrize("free_kib", [None, 48], ids=["checkpoints_fill_it", "nearly_full"])
+def test_a_real_full_disk_ends_the_run_in_one_line_as_output(small_disk, tiny_mnist, free_kib):
+    from rnnexp.checkpoint import load
+
+    if free_kib is not None:  # whatever writes next meets it: TensorBoard, metrics.json, train.log, ...
+        room = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        (small_disk / "filler").write_bytes(bytes(room - free_kib * 1024))
+    # an LSTM-128's checkpoints take 1 MB each: the best, last.ckpt and the next one's temporary file fill 3 MiB
+    result = run_train(*QUICK, "model.hidden_size=128", "trainer.max_epochs=4", data=tiny_mnist, out=small_disk / "out")
+    last = one_error_line(result)
+    assert last.endswith(FULL), last
+    (run_dir,) = (small_disk / "out" / "runs").iterdir()
+    if free_kib is None or (run_dir / "metrics.json").exists():
+        failed(run_dir, "output")
+    if free_kib is None:
+        assert "Traceback" in (run_dir / "train.log").read_text()
+        assert load(run_dir / "checkpoints" / "last.ckpt")["global_step"] > 0  # whole: written aside, renamed
+        assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
 # --- sweeps ------------------------------------------------------------------------------------

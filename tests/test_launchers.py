@@ -23,6 +23,7 @@ def only(paths):
     return paths[0]
 
 
+@pytest.mark.skipif(available_cores() < 2, reason="threads=2 is refused where a job may use fewer cores")
 def test_joblib_runs_jobs_in_parallel_with_the_cores_divided_among_them(tmp_path, tiny_mnist):
     # threads=null: the cores divided among the 2 jobs at once; an explicit number wins over that
     # (and over the 1 thread joblib's workers are limited to on 2 cores)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 from conftest import run_train
 
@@ -104,3 +106,61 @@ def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_contin
     (trial,) = study(tmp_path).trials
     assert trial.state == optuna.trial.TrialState.FAIL and trial.user_attrs["reason"] == "killed"
     assert metrics(run_dir)["status"] == "failed" and metrics(run_dir)["reason"] == "killed"
+
+
+@pytest.mark.parametrize(
+    "storage, line",
+    [
+        ("foo://x", "hydra.sweeper.storage=foo://x: not a database URL SQLAlchemy can open (Can't load plugin: "),
+        (
+            "postgresql://user:secret@localhost/db",  # the password is not shown
+            "hydra.sweeper.storage=postgresql://user:***@localhost/db: its database driver (psycopg2) is not "
+            "installed; pip install psycopg2-binary, or keep the study in SQLite",
+        ),
+        ("mysql://user@localhost/db", "hydra.sweeper.storage=mysql://user@localhost/db: its database driver (MySQLdb)"),
+        ("sqlite:///{garbage}", "hydra.sweeper.storage=sqlite:///{garbage}: {garbage} is not an SQLite database ("),
+        (
+            "sqlite:///{garbage}/sub/optuna.db",
+            "hydra.sweeper.storage=sqlite:///{garbage}/sub/optuna.db: cannot create its folder {garbage}/sub (",
+        ),
+    ],
+)
+def test_a_study_storage_that_cannot_be_opened_is_named_in_one_line(tmp_path, tiny_mnist, storage, line):
+    driver = {"postgresql": "psycopg2", "mysql": "MySQLdb"}.get(storage.split(":", 1)[0])
+    if driver and importlib.util.find_spec(driver):
+        pytest.skip(f"{driver} is installed here")
+    garbage = tmp_path / "optuna.db"
+    garbage.write_bytes(bytes(range(256)) * 8)  # a file of something else where the study should be
+    storage, line = storage.format(garbage=garbage), line.format(garbage=garbage)
+    proc = run_train(*SEARCH, f"hydra.sweeper.storage={storage}", data=tiny_mnist, out=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]  # one line
+    assert proc.stderr.strip().startswith(f"error: {line}"), proc.stderr
+    assert "secret" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "multirun").exists()  # refused before a sweep folder or a trial
+    assert garbage.read_bytes() == bytes(range(256)) * 8
+
+
+def test_a_trial_reporting_to_a_study_on_a_full_disk_fails_as_output(tmp_path):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from rnnexp.errors import OutputError
+    from rnnexp.study import storage_errors
+
+    database = sqlite3.connect(tmp_path / "optuna.db")
+    database.execute("PRAGMA max_page_count = 2")  # SQLite's own way to run out of room: SQLITE_FULL, as a full disk
+    database.execute("CREATE TABLE t (x)")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        database.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(OutputError) as err, storage_errors(storage):  # as optuna wraps a failed commit
+        try:
+            raise sqlalchemy.exc.OperationalError("INSERT", {}, full.value)
+        except sqlalchemy.exc.OperationalError as commit:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from commit
+    assert str(err.value) == (
+        f"hydra.sweeper.storage={storage}: cannot write the study's database (database or disk is full); free space "
+        "on its disk"
+    )

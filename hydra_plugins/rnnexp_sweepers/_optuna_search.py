@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
-from rnnexp.study import storage_url
+from rnnexp.study import storage_errors, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,15 @@ class OptunaSearch(OptunaSweeperImpl):
         for name in fixed:
             space.pop(name, None)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         try:
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=self.storage,
-                pruner=instantiate(self.pruner_conf),
-                direction=self.direction,
-                load_if_exists=True,
-            )
+            with storage_errors(self.storage):
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=self.storage,
+                    pruner=instantiate(self.pruner_conf),
+                    direction=self.direction,
+                    load_if_exists=True,
+                )
         except ValueError as err:  # optuna's "Cannot overwrite study direction"
             if "direction" not in str(err):
                 raise
@@ -68,6 +68,7 @@ class OptunaSearch(OptunaSweeperImpl):
                 f"hydra.sweeper.direction={self.direction}: study {self.study_name} in {self.storage} optimizes the "
                 "other way; give this search its own hydra.sweeper.study_name"
             ) from err
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # once the study opened: a refused search leaves no folder
         abandon_stale(study)
         before = len(study.trials)
         study.sampler = self.new_sampler(before)

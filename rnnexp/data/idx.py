@@ -68,8 +68,20 @@ def _content(path: Path) -> bytes:
     try:
         data = path.read_bytes()
         return gzip.decompress(data) if path.suffix == ".gz" else data
+    except PermissionError as err:  # the file is fine; this user may not read it
+        raise IdxError(unreadable(path, err)) from err
     except (OSError, EOFError, zlib.error, MemoryError, OverflowError) as err:  # BadGzipFile is an OSError
         raise IdxError(f"{path}: cannot read ({str(err) or type(err).__name__}); {REPLACE}") from err
+
+
+def unreadable(path: Path, err: PermissionError, folder: bool = False) -> str:
+    """The line for a data file or folder this user may not read: its content is not at fault."""
+    denied = f" ({err.filename})" if err.filename and str(err.filename) != str(path) else ""
+    what, mode = ("the folder and its files", "-R a+rX") if folder else ("it", "a+r")
+    return (
+        f"{path}: {err.strerror or 'permission denied'}{denied}; make {what} readable by this user "
+        f"(chmod {mode} {path}), or point data.root at a copy this user can read"
+    )
 
 
 def find(root: Path, name: str) -> Path | None:
@@ -141,12 +153,15 @@ def locate(
     provide the files.
     """
     root = Path(root).expanduser().resolve()
-    if root.exists() and not root.is_dir():  # else: every file "missing", and downloads failing on it
-        raise IdxError(
-            f"{root} is a file, not a folder; point data.root (or the {dataset.root_variable} environment "
-            f"variable) at the folder that holds the four {dataset.title} files"
-        )
-    found = {key: find(root, file.name) for key, file in dataset.files.items()}
+    try:
+        if root.exists() and not root.is_dir():  # else: every file "missing", and downloads failing on it
+            raise IdxError(
+                f"{root} is a file, not a folder; point data.root (or the {dataset.root_variable} environment "
+                f"variable) at the folder that holds the four {dataset.title} files"
+            )
+        found = {key: find(root, file.name) for key, file in dataset.files.items()}
+    except PermissionError as err:  # a folder this user may not list or enter (root reads every one)
+        raise IdxError(unreadable(root, err, folder=True)) from err
     system = dataset.system_folder
     if not any(found.values()) and system is not None and system.is_dir():
         installed = {key: find(system, file.name) for key, file in dataset.files.items()}
