@@ -38,6 +38,7 @@ KINDS = {
     **dict.fromkeys(["seed", "data.batch_size", "data.eval_batch_size", "data.val_size", "data.permutation_seed"], INT),
     **dict.fromkeys(["model.hidden_size", "model.layers", "trainer.max_epochs", "trainer.max_steps"], INT),
     "trainer.log_every_n_steps": INT,
+    "trainer.limit_train_batches": NUMBER + NONE,  # batches (an int) or a fraction of the epoch (a float)
     **dict.fromkeys(["steps_per_call", "data.shift"], INT),
     "label_smoothing": NUMBER,
     **dict.fromkeys(["model.input_projection", "callbacks.last.every_n_steps", "threads"], INT + NONE),
