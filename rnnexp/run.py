@@ -17,8 +17,9 @@ expected failure). Failure policy:
   reason, its traceback goes to the run's train.log, and the console gets one `error:` line;
 - any other exception is a bug: recorded as `failed` too, and its traceback stays on the console;
 - SIGINT, SIGTERM, SIGHUP (a closed terminal), SIGUSR1 and SIGUSR2 (Slurm's and submitit's warnings
-  before a time limit or preemption) stop training after the current step, which is saved to last.ckpt; the run is
-  `interrupted`, a sweep stops; a second signal stops at once; a handler that was there before
+  before a time limit or preemption), unless the run was started with them ignored (nohup), stop
+  training after the current step, which is saved to last.ckpt; the run is `interrupted`, a sweep
+  stops; a second signal stops at once; a handler that was there before
   (submitit's, which requeues the job) then gets the signal too;
 - a job that Slurm or submitit runs again after a requeue continues from its last.ckpt;
 - in a sweep, a failed job never stops the others (Hydra's launcher runs on and re-raises the first
@@ -132,8 +133,9 @@ class Job:
             else:  # no last.ckpt to write: stop as Lightning does, after validating
                 trainer.should_stop = True
 
-        for name in STOP_SIGNALS:
-            signal.signal(getattr(signal, name), stop)
+        for name, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # ignored by whoever started the run (nohup: SIGHUP; a background job
+                signal.signal(getattr(signal, name), stop)  # of a script: SIGINT): it stays ignored
         try:
             yield
         finally:

@@ -119,16 +119,34 @@ def trained(*overrides: str, data: Path, out: Path) -> Path:
     return only((out / "runs").iterdir())
 
 
-def stop_at(point: str, n: int, signal_name: str, *overrides: str, data: Path, out: Path, timeout: float = 300):
+def terminal(ignored=()):
+    """For subprocess.Popen(preexec_fn=...): SIGINT and SIGHUP are the process's own to handle, as for a
+    command typed in a terminal, even where the tests run with them ignored (in the background of a
+    script, under nohup), which the process would inherit; the signals named in `ignored` are ignored,
+    as nohup ignores SIGHUP."""
+
+    def signals():
+        for name in ("SIGINT", "SIGHUP"):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        for name in ignored:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+    return signals
+
+
+def stop_at(
+    point: str, n: int, signal_name: str, *overrides: str, data: Path, out: Path, timeout: float = 300, ignored=()
+):
     """The entry point, stopped by `signal_name` the `n`th time the run reaches `point` (tests/kill_at.py says
     which points there are). In a session of its own, so that nothing it started outlives it (the other
-    processes of a DDP run whose first process was killed)."""
+    processes of a DDP run whose first process was killed). Its signals as in a terminal (`terminal`)."""
+
     env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
     env["KILL_AT"] = f"{point}:{n}:{signal_name}"
     env.pop("HYDRA_FULL_ERROR", None)
     command = [sys.executable, str(ROOT / "tests" / "kill_at.py"), *overrides]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=terminal(ignored))  # fmt: skip
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     finally:

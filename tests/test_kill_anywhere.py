@@ -84,3 +84,12 @@ def test_a_run_stopped_anywhere_resumes_to_the_uninterrupted_run(
         steps = [step for step, _ in ours[tag]]
         assert len(steps) == len(set(steps)), f"{tag}: a step logged twice"
         assert ours[tag] == theirs[tag], tag
+
+
+def test_a_signal_the_run_was_started_to_ignore_stays_ignored(tmp_path, tiny_mnist, reference):
+    """Under nohup (SIGHUP ignored) a closed terminal must not stop the run: it ends as if nothing happened."""
+    run_ = stop_at("train_call", 2, "SIGHUP", *RUN, data=tiny_mnist, out=tmp_path, ignored=("SIGHUP",))
+    assert run_.returncode == 0, run_.stderr[-3000:]
+    run = only((tmp_path / "runs").iterdir())
+    assert metrics(run)["status"] == "completed" and metrics(run)["attempts"] == 1
+    assert metrics(run)["test/acc"] == metrics(reference)["test/acc"]

@@ -9,7 +9,7 @@ import time
 
 import torch
 import yaml
-from conftest import ROOT, TINY, run_train, scalars
+from conftest import ROOT, TINY, run_train, scalars, terminal
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -77,7 +77,7 @@ def test_ctrl_c_stops_after_a_checkpointed_step_and_says_so(tmp_path, tiny_mnist
     env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
     cmd = [sys.executable, "-m", "rnnexp.train", *TINY, "trainer.max_epochs=1000"]
     with open(tmp_path / "console.log", "w") as console:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=console, stderr=subprocess.STDOUT, preexec_fn=terminal())
         try:
             deadline = time.monotonic() + 120
             while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
