@@ -83,8 +83,16 @@ def env_or(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-# Registered on import: Hydra resolves hydra.run.dir, which uses it, before the task runs.
+def slurm_gpus(accelerator: str, devices):
+    """`${slurm_gpus:${trainer.accelerator},${trainer.devices}}` (conf/hydra/launcher/slurm.yaml): the GPUs
+    a Slurm job asks for: the trainer's devices where it trains on GPUs, none otherwise (a partition
+    without GPUs refuses any --gpus-per-node, and `trainer=auto` takes what the node has)."""
+    return devices if accelerator in ("gpu", "cuda") else None
+
+
+# Registered on import: Hydra resolves hydra.run.dir and hydra.launcher, which use them, before the task runs.
 OmegaConf.register_new_resolver("env_or", env_or, replace=True)
+OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
 def _is_int(v) -> bool:
@@ -361,6 +369,11 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         raise ConfigError(
             f"trainer.strategy={strategy}: processes started this way train without the run's record, signals and "
             "step count, which stay in the first process; use trainer.strategy=ddp (trainer=ddp), single run or sweep"
+        )
+    if multirun and launcher in SLURM and not (_is_int(devices) and devices >= 1):
+        raise ConfigError(
+            f"trainer.devices={_show(devices)}: on Slurm it is the number of devices per job, each with its own "
+            "process that Slurm starts (hydra.launcher.tasks_per_node); set e.g. trainer.devices=1"
         )
     if multirun and launcher not in (None, "basic", *SLURM) and str(cfg.trainer.get("devices", 1)) != "1":
         raise ConfigError(

@@ -54,7 +54,8 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
         if status == "completed" and isinstance(value, (int, float)):
             scored.append((value, job.name))
     summary: dict = {"jobs": len(jobs), **dict(statuses), "failures": failures}
-    log.info(f"Sweep {sweep_dir}: {len(jobs)} jobs: " + ", ".join(f"{n} {s}" for s, n in statuses.items()))
+    counts = ", ".join(f"{n} {s}" for s, n in statuses.items())
+    log.info(f"Sweep {sweep_dir}: {len(jobs)} jobs" + (f": {counts}" if counts else ""))
     for f in failures:
         log.info(f"  {f['job']} failed ({f['reason']}): {f['error'][:300]}")
     if scored:

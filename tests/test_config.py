@@ -104,6 +104,17 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "trainer, gpus", [("trainer=cpu", None), ("trainer=auto", None), ("trainer=gpu", 1), ("trainer=ddp", -1)]
+)
+def test_the_slurm_preset_asks_for_gpus_only_where_the_trainer_trains_on_them(tmp_path, trainer, gpus):
+    # a partition without GPUs refuses any --gpus-per-node: the README's CPU command must not ask for one
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm", trainer], return_hydra_config=True)
+    assert cfg.hydra.launcher.gpus_per_node == gpus
+    assert cfg.hydra.launcher.tasks_per_node == cfg.trainer.devices
+
+
+@pytest.mark.parametrize(
     "overrides, message",
     [
         (["model=transformer"], "model=transformer: no such option; choose one of gru, lstm, rnn"),
@@ -141,6 +152,10 @@ def test_trainer_logger_and_callback_configs_build(tmp_path):
             "trainer.devices=2: hydra/launcher=joblib runs jobs in worker processes",
         ),
         (["trainer=ddp", "trainer.accelerator=cpu"], "trainer.devices=-1: on CPU it is the number of processes"),
+        (
+            ["-m", "hydra/launcher=slurm", "trainer=ddp", "seed=1,2"],
+            "trainer.devices=-1: on Slurm it is the number of devices per job",
+        ),
         (["trainer=ddp", "trainer.strategy=ddp_spawn"], "trainer.strategy=ddp_spawn: processes started this way"),
     ],
 )
