@@ -3,7 +3,9 @@
 metrics.json always says the run's status (running, completed, failed with its reason,
 interrupted) so that a report can tell a failed or unfinished run from a finished one. Files are
 replaced atomically: a reader never sees half a file, whenever the run is killed. Only the
-process of global rank 0 writes (with several devices every process runs the same code).
+process of global rank 0 writes (with several devices every process runs the same code). While
+the run runs, its `heartbeat` file tells any host sharing the folder that it is alive
+(`process_alive`).
 """
 
 from __future__ import annotations
@@ -315,7 +317,7 @@ def folder_now(folder: Path) -> float:
     this host's clock says). Where the folder cannot be written, this host's clock, assumed close
     to the writer's (NTP)."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".now.", suffix=TMP)  # a leftover is a stale file
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".now.", suffix=TMP)  # removed at once, below
     except OSError:
         return time.time()
     try:
