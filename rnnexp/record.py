@@ -3,7 +3,9 @@
 metrics.json always says the run's status (running, completed, failed with its reason,
 interrupted) so that a report can tell a failed or unfinished run from a finished one. Files are
 replaced atomically: a reader never sees half a file, whenever the run is killed. Only the
-process of global rank 0 writes (with several devices every process runs the same code).
+process of global rank 0 writes (with several devices every process runs the same code). While
+the run runs, its `heartbeat` file tells any host sharing the folder that it is alive
+(`process_alive`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +30,9 @@ METRICS = "metrics.json"
 CONFIG = "config.yaml"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or this user's quota on it
 OUTPUT_SETTING = "RNNEXP_OUTPUT_DIR (or hydra.run.dir)"  # what moves a run's output elsewhere
+HEARTBEAT = "heartbeat"  # touched by a running run, so that any host can tell it is alive
+HEARTBEAT_S = 30.0  # how often; a heartbeat older than MISSED_BEATS periods is a run that is gone
+MISSED_BEATS = 3
 
 
 def cannot_write(what: str | os.PathLike, err: OSError, elsewhere: str | None = OUTPUT_SETTING) -> OutputError:
@@ -128,6 +134,7 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.data: dict = self.read(self.dir)
         self.writes = rank_zero()
+        self.heartbeat: Heartbeat | None = None
         if self.writes:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +168,9 @@ class RunRecord:
             pid=os.getpid(),
             **fields,
         )
+        if self.writes:
+            self.heartbeat = Heartbeat(self.dir / HEARTBEAT)
+            self.heartbeat.start()
 
     def save_config(self, cfg: DictConfig) -> None:
         """The composed config with every interpolation resolved (what this run really used), the
@@ -182,7 +192,12 @@ class RunRecord:
         return in_run(path, self.dir)
 
     def update(self, **fields) -> None:
+        """Fields added to the record and written; a status other than `running` is the run's ending,
+        whichever it is (completed, pruned, failed, interrupted): its heartbeat stops first."""
         self.data.update(fields)
+        if self.heartbeat is not None and fields.get("status", "running") != "running":
+            self.heartbeat.stop()
+            self.heartbeat = None
         self._write(METRICS, json.dumps(self.data, indent=2) + "\n")
 
     def _write(self, name: str, text: str) -> None:
@@ -249,9 +264,81 @@ def from_run(path: str | None, run_dir: str | os.PathLike) -> Path | None:
     return None if not path else Path(run_dir) / path
 
 
-def process_alive(metrics: dict) -> bool:
-    """Whether the process a record names is still running (only knowable on its own host)."""
-    if metrics.get("host") != socket.gethostname() or metrics.get("pid") in (None, os.getpid()):
+# --- is a run alive -----------------------------------------------------------------------------
+
+
+class Heartbeat:
+    """A run's `heartbeat` file, its modification time refreshed every HEARTBEAT_S seconds by a
+    daemon thread while the run runs: how a run on another host (a Slurm node sharing the file
+    system) is told alive, where its pid says nothing. A killed process simply stops refreshing it;
+    a run that ends stops it and removes the file. Refreshed with `os.utime` (no times given), which
+    on a network file system stamps the server's time, the clock `heartbeat_fresh` compares with."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with contextlib.suppress(OSError):  # a file system that refuses it: other hosts see the run dead, it runs on
+            self.path.touch()
+        self.thread = threading.Thread(target=self.beat, name="rnnexp-heartbeat", daemon=True)
+        self.thread.start()
+
+    def beat(self) -> None:
+        """Refresh until stopped; only refresh (never create), so that a beat racing `stop` cannot
+        bring back the file it removed."""
+        while not self.stopped.wait(HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+def heartbeat_fresh(run_dir: str | os.PathLike) -> bool:
+    """Whether the run in a folder refreshed its heartbeat within the last MISSED_BEATS periods, by
+    the clock of the file system that holds it (`folder_now`), so that hosts whose clocks differ
+    agree. No heartbeat file (a run recorded before heartbeats, or one that ended): not fresh."""
+    try:
+        beat = os.stat(Path(run_dir) / HEARTBEAT).st_mtime
+    except OSError:
+        return False
+    return folder_now(Path(run_dir)) - beat < MISSED_BEATS * HEARTBEAT_S
+
+
+def folder_now(folder: Path) -> float:
+    """The time now as the file system of `folder` stamps it: the modification time of a file just
+    created and touched there, as a heartbeat is (a network file system's server clock, whatever
+    this host's clock says). Where the folder cannot be written, this host's clock, assumed close
+    to the writer's (NTP)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".now.", suffix=TMP)  # removed at once, below
+    except OSError:
+        return time.time()
+    try:
+        os.utime(tmp)
+        return os.fstat(fd).st_mtime
+    except OSError:
+        return time.time()
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def process_alive(metrics: dict, run_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the run a record (in `run_dir`) names is still running. On its own host its pid says,
+    at once (a run killed there can be resumed right away); on another host, a fresh heartbeat
+    (`heartbeat_fresh`) says. A record without a heartbeat (written before heartbeats, or without
+    `run_dir`) on another host is taken for dead, as before."""
+    if metrics.get("host") != socket.gethostname():
+        return run_dir is not None and heartbeat_fresh(run_dir)
+    if metrics.get("pid") in (None, os.getpid()):
         return False
     try:
         os.kill(metrics["pid"], 0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from rnnexp.record import CONFIG, METRICS, write_atomic
+from rnnexp.record import CONFIG, HEARTBEAT, METRICS, heartbeat_fresh, write_atomic
 
 COLUMNS = [
     "run", "seed", "status", "cell", "layers", "hidden", "params", "steps", "epochs", "train_s",
@@ -49,6 +49,8 @@ class Run:
                 return "killed"  # said running, but its process is gone
             except (PermissionError, TypeError, ValueError, OverflowError):
                 pass  # not ours to probe, or no usable pid: take its word
+        elif status == "running" and (self.dir / HEARTBEAT).exists() and not heartbeat_fresh(self.dir):
+            return "killed"  # on another host, its heartbeat stopped (without one: take its word)
         return status
 
     @property

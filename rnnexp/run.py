@@ -485,7 +485,7 @@ def continued(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict]:
     """The config a run was started with (its config.yaml) and its record so far; a job of a
     resumed sweep that never started has neither and starts from `cfg`."""
     previous = RunRecord.read(run_dir)
-    if previous.get("status") == "running" and rank_zero() and process_alive(previous):  # not rank 0's own
+    if previous.get("status") == "running" and rank_zero() and process_alive(previous, run_dir):  # not rank 0's own
         raise OutputError(
             f"resume={run_dir}: the run is still running (pid {previous['pid']} on {previous['host']}); stop it first"
         )

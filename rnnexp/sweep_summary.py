@@ -45,7 +45,7 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
         except OutputError as err:
             record = {"status": "failed", "reason": "unreadable", "error": str(err)}
         status = record.get("status", "not started")  # no metrics.json: refused before it started
-        if status == "running" and not process_alive(record):
+        if status == "running" and not process_alive(record, job):
             status = "killed"
         statuses[status] += 1
         if status in ("failed", "killed"):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import statistics
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from conftest import TINY, run_train
 
 from rnnexp import report
+from rnnexp.record import HEARTBEAT, HEARTBEAT_S
 
 
 def fake_run(folder, seed=1, status="completed", test_acc=0.9, val_acc=0.9, **metrics):
@@ -58,6 +60,17 @@ def test_unfinished_runs_are_listed_as_such(tmp_path):
     fake_run(tmp_path / "1_b", status="running", host=report.socket.gethostname(), pid=2**22 + 12345)
     statuses = [r.row()["status"] for r in report.find_runs([tmp_path])]
     assert statuses == ["not started", "killed"]
+
+
+def test_a_run_on_another_host_is_killed_once_its_heartbeat_went_stale(tmp_path):
+    for name, age in (("0_alive", 0), ("1_killed", 10 * HEARTBEAT_S), ("2_before_heartbeats", None)):
+        folder = fake_run(tmp_path / name, status="running", host="node-elsewhere", pid=1)
+        if age is not None:
+            (folder / HEARTBEAT).touch()
+            beat = os.stat(folder / HEARTBEAT).st_mtime - age
+            os.utime(folder / HEARTBEAT, (beat, beat))
+    statuses = [r.row()["status"] for r in report.find_runs([tmp_path])]
+    assert statuses == ["running", "killed", "running"]  # without a heartbeat: its record's word
 
 
 def test_a_pruned_trial_is_listed_as_pruned_and_not_averaged_with_finished_repeats(tmp_path):

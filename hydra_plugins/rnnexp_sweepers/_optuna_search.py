@@ -143,7 +143,7 @@ def abandon_stale(study: optuna.Study) -> None:
     """Trials left RUNNING by a sweep that was killed: FAIL, their runs `failed` (killed)."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and process_alive(RunRecord.read(run_dir)):
+        if run_dir and process_alive(RunRecord.read(run_dir), run_dir):
             continue  # another sweep's, still at work
         fail(study, trial.number, "killed", "the sweep ended while this trial ran")
 
