@@ -181,11 +181,11 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         steps = getattr(job.trainer, "global_step", None)
         name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
         record.update(status="interrupted", signal=name, steps=steps)
+        message = f"interrupted at step {steps} ({name}); {next_step(name, run_dir)}"
+        if scheduler_job() is not None:  # said now: the handler passed the signal below (submitit's) may end the job
+            log.warning(message)
         job.pass_on_signal()
-        raise Interrupted(
-            f"interrupted at step {steps} ({name}); continue with: python -m rnnexp.train resume={run_dir}",
-            getattr(signal, name),
-        ) from None
+        raise Interrupted(message, getattr(signal, name)) from None
     except Exception as err:
         known = expected(err)
         record.update(
@@ -205,6 +205,17 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
     record.update(**{"status": "completed", **results})  # or the task's own ending: `pruned` by a search
     log.info(f"{summary(results)}; run folder {run_dir}")
     return results.get(cfg.optimized_metric)
+
+
+def next_step(signal_name: str, run_dir: Path) -> str:
+    """What continues an interrupted run: the scheduler, for a job submitit requeues on its warning
+    signal (a time limit, a preemption) or one Slurm may requeue itself; else the user, by resume=."""
+    by_hand = f"python -m rnnexp.train resume={run_dir}"
+    if scheduler_job() is None:
+        return f"continue with: {by_hand}"
+    if signal_name in ("SIGUSR1", "SIGUSR2"):
+        return "submitit requeues the job, which continues from last.ckpt by itself"
+    return f"if Slurm requeues the job (a preemption, scontrol requeue) it continues by itself; if not: {by_hand}"
 
 
 # What Lightning's `ddp` launcher sets in the environment of the process that starts the others.

@@ -183,6 +183,7 @@ def test_a_submitit_job_stopped_before_its_time_limit_is_requeued_and_ends_as_if
     assert requeued["scheduler_job"] != reference["scheduler_job"]
     log = "\n".join(p.read_text() for p in job.parent.glob(".submitit/*/*_log.out"))
     assert "Caught signal SIGUSR2" in log and f"Requeued job {requeued['scheduler_job']}" in log
+    assert "submitit requeues the job, which continues from last.ckpt by itself" in log  # not: resume by hand
     for key in ("test/acc", "test/loss", "val/acc_best", "val/acc", "val/loss", "steps"):
         assert requeued[key] == reference[key], key
     ours, theirs = scalars(job), scalars(job.parent / "1_seed=7")
