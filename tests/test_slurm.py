@@ -70,6 +70,22 @@ def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(tmp_path, tiny_mn
     wait(lambda: not queued(array), 30, "cancelled array")
 
 
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["hydra.launcher.partition=nosuch"], "hydra.launcher.partition=nosuch: give a partition sinfo lists"),
+        (["trainer=gpu"], "hydra.launcher.gpus_per_node=1 (trainer.accelerator=gpu): the partition has no GPUs"),
+    ],
+)
+def test_an_array_sbatch_refuses_is_one_line_naming_the_setting(tmp_path, tiny_mnist, overrides, says):
+    if "gpu" in subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout:
+        pytest.skip("this cluster has GPUs")
+    result = run_train("-m", "hydra/launcher=slurm", "model=rnn", *TINY, *overrides, data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 1
+    line = only(line for line in result.stderr.splitlines() if line.strip())
+    assert line.startswith("error: sbatch refused the sweep's job array (") and says in line, result.stderr[-2000:]
+
+
 # Long enough that Slurm's signal, due signal_delay_s (60) before the 2-minute limit and measured 30 to
 # 47 s after a job's start, comes while it trains.
 LONG = [*TINY, "trainer.max_epochs=150", "callbacks.last.every_n_steps=3", "threads=1", "seed=7"]

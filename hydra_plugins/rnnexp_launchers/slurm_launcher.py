@@ -8,6 +8,8 @@ its BaseSubmititLauncher.launch does, and waits on Slurm's states instead of on 
 This module stays light (Hydra imports it on every start): submitit and rnnexp load on launch.
 """
 
+import contextlib
+import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,8 +61,9 @@ class RnnexpSlurmLauncher(SlurmLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         args = [(o, "hydra.sweep.dir", i, f"job_id_for_{i}", Singleton.get_state()) for i, o, _ in todo]
         try:
-            jobs = executor.map_array(self, *zip(*args))
-        except submitit.core.utils.FailedJobError as err:  # sbatch refused the array
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints a refusal before raising it
+                jobs = executor.map_array(self, *zip(*args))
+        except submitit.core.utils.FailedJobError as err:  # sbatch refused the array: said once, by refused()
             raise refused(str(err), self.params) from None
         array = jobs[0].job_id.split("_")[0]
         log.info(f"Slurm job {array}: {len(jobs)} jobs (squeue -j {array})")
