@@ -11,6 +11,7 @@ This module stays light (Hydra imports it on every start): submitit and rnnexp l
 import contextlib
 import io
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,9 @@ ConfigStore.instance().store(
 
 
 class RnnexpSlurmLauncher(SlurmLauncher):
+    # Hydra's config loader is not known to be thread-safe; a search's workers call launch from threads
+    composing = threading.Lock()
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
@@ -86,7 +90,8 @@ class RnnexpSlurmLauncher(SlurmLauncher):
 
     def job_folder(self, overrides: Sequence[str], idx: int):
         """Where job `idx` of the sweep writes, as the job itself will name it."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with self.composing:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = idx
         return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), cfg
