@@ -114,8 +114,8 @@ def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_contin
         ("foo://x", "hydra.sweeper.storage=foo://x: not a database URL SQLAlchemy can open (Can't load plugin: "),
         (
             "postgresql://user:secret@localhost/db",  # the password is not shown
-            "hydra.sweeper.storage=postgresql://user:***@localhost/db: its database driver (psycopg2) is not "
-            "installed; pip install psycopg2-binary, or keep the study in SQLite",
+            "hydra.sweeper.storage=postgresql://user:***@localhost/db: its database driver ({pg}) is not "
+            "installed; pip install {pg_package}, or keep the study in SQLite",
         ),
         ("mysql://user@localhost/db", "hydra.sweeper.storage=mysql://user@localhost/db: its database driver (MySQLdb)"),
         ("sqlite:///{garbage}", "hydra.sweeper.storage=sqlite:///{garbage}: {garbage} is not an SQLite database ("),
@@ -126,12 +126,16 @@ def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_contin
     ],
 )
 def test_a_study_storage_that_cannot_be_opened_is_named_in_one_line(tmp_path, tiny_mnist, storage, line):
-    driver = {"postgresql": "psycopg2", "mysql": "MySQLdb"}.get(storage.split(":", 1)[0])
+    from sqlalchemy.engine import make_url
+
+    pg = make_url("postgresql://").get_dialect().driver  # SQLAlchemy 2.0: psycopg2, 2.1: psycopg (3)
+    driver = {"postgresql": pg, "mysql": "MySQLdb"}.get(storage.split(":", 1)[0])
     if driver and importlib.util.find_spec(driver):
         pytest.skip(f"{driver} is installed here")
     garbage = tmp_path / "optuna.db"
     garbage.write_bytes(bytes(range(256)) * 8)  # a file of something else where the study should be
-    storage, line = storage.format(garbage=garbage), line.format(garbage=garbage)
+    pg_package = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary"}[pg]
+    storage, line = storage.format(garbage=garbage), line.format(garbage=garbage, pg=pg, pg_package=pg_package)
     proc = run_train(*SEARCH, f"hydra.sweeper.storage={storage}", data=tiny_mnist, out=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip().splitlines()[-1]]  # one line
