@@ -25,7 +25,13 @@ from rnnexp.errors import ConfigError, ExpectedError, OutputError, StoreError
 log = logging.getLogger("rnnexp")
 
 # The Python module SQLAlchemy imports for a URL's database, and the package that holds it.
-DRIVERS = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "cx_Oracle": "cx_Oracle"}
+DRIVERS = {
+    "psycopg": "'psycopg[binary]'",  # SQLAlchemy 2.1's postgresql://
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "cx_Oracle": "cx_Oracle",
+}
 
 
 JOURNAL = "journal:///"  # Optuna's journal file storage: journal:///rel/path.log, journal:////abs/path.log

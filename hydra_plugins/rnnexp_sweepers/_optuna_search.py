@@ -243,7 +243,7 @@ class OptunaSearch:
 
 def failed_job_error(ret: JobReturn) -> BaseException | None:
     """The exception a FAILED job raised. hydra-core 1.3 (1.3.8 here) keeps it only in the private
-    `JobReturn._return_value`: the public `return_value` re-raises it, after writing "Error executing
+    attribute of JobReturn read here: the public `return_value` re-raises it, after writing "Error executing
     job with overrides" to stderr, once per failed trial. The one private Hydra access of this sweeper;
     tests/test_optuna_search.py::test_a_failed_jobs_exception_is_read_from_its_job_return says if it breaks."""
     err = getattr(ret, "_return_value", None)

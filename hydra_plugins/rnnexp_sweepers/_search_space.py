@@ -45,8 +45,12 @@ def parse(lines: list[str]) -> SearchSpace:
     space = SearchSpace()
     try:
         parsed = OverridesParser.create().parse_overrides(lines)
-    except Exception as err:  # hydra's OverrideParseException: its first line names the override
-        raise ConfigError(str(err).strip().splitlines()[0]) from err
+    except Exception as err:  # hydra's OverrideParseException: which override, and the parser's complaint
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(
+            f"{getattr(err, 'override', None) or ' '.join(lines)}: not Hydra's override grammar ({first}); see "
+            "https://hydra.cc/docs/advanced/override_grammar/extended"
+        ) from err
     for override in parsed:
         name = override.key_or_group
         space.distributions.pop(name, None)
