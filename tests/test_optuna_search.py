@@ -412,3 +412,29 @@ def test_a_worker_starts_the_next_trial_while_the_other_still_runs(tmp_path, tin
     assert short.datetime_complete <= after.datetime_start < long.datetime_complete, [
         (t.number, t.datetime_start, t.datetime_complete) for t in trials
     ]
+
+
+RACE = """
+import sys, time
+import optuna
+from rnnexp.study import open_storage
+while time.time() < float(sys.argv[2]):
+    pass
+optuna.create_study(study_name="rnnexp", storage=open_storage(sys.argv[1]), load_if_exists=True)
+"""
+
+
+def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path):
+    # optuna's RDBStorage alone: one of the two dies with "table studies already exists" (or a
+    # duplicate alembic_version row) nearly every time
+    for attempt in range(3):
+        storage = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
+        start = time.time() + 8  # both past their imports, then at the same instant
+        procs = [
+            subprocess.Popen([sys.executable, "-c", RACE, storage, str(start)], stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-3000:]
+        assert len(optuna.get_all_study_summaries(storage)) == 1
