@@ -199,19 +199,27 @@ class OptunaSearch:
 
     @contextlib.contextmanager
     def _store_lock(self):
-        path = next(
-            (str(self.storage).removeprefix(s) for s in ("sqlite:///", JOURNAL) if str(self.storage).startswith(s)),
-            None,
-        )
-        if path is None or path == ":memory:":  # in memory: this process only; a database server: its own rows
-            yield
-            return
-        with open(f"{path}.ask-lock", "a") as lock:  # beside the store: its folder exists and is writable
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        """Other processes' searches on the same study file wait here: SQLite's with flock, which its own
+        locking relies on too; a journal's with Optuna's symlink lock, which works on NFS."""
+        url = str(self.storage)
+        if url.startswith(JOURNAL):
+            from optuna.storages.journal import JournalFileSymlinkLock
+
+            lock = JournalFileSymlinkLock(url.removeprefix(JOURNAL) + ".ask")  # <journal>.ask.lock while held
+            lock.acquire()
             try:
                 yield
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.release()
+        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            with open(url.removeprefix("sqlite:///") + ".ask-lock", "a") as lock:  # beside the database
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        else:  # in memory: this process's only; a database server: see the README
+            yield
 
     def new_sampler(self, trials_so_far: int) -> optuna.samplers.BaseSampler:
         """The configured sampler; a seeded one is seeded with seed + trials so far, so that a
