@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, run_train
+from conftest import ROOT, run_train, terminal
 
 # tiny trials: one epoch of a handful of steps, no test
 SEARCH = [
@@ -346,11 +347,12 @@ def test_a_journal_that_is_not_one_is_named_in_one_line(tmp_path, tiny_mnist):
     assert not (tmp_path / "multirun").exists()
 
 
-def popen_train(*overrides: str, data: Path, out: Path) -> subprocess.Popen:
+def popen_train(*overrides: str, data: Path, out: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
     env.pop("HYDRA_FULL_ERROR", None)
     command = [sys.executable, "-m", "rnnexp.train", *overrides]
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen(command, cwd=ROOT, env=env, text=True, **pipes, **popen)
 
 
 def test_two_searches_started_together_on_a_fresh_database_share_its_n_trials(tmp_path, tiny_mnist):
@@ -438,3 +440,43 @@ def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path)
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-3000:]
         assert len(optuna.get_all_study_summaries(storage)) == 1
+
+
+def test_ctrl_c_stops_a_search_of_two_workers_its_running_trials_failed_as_interrupted(tmp_path, tiny_mnist):
+    proc = popen_train(
+        *SEARCH,
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
+        "trainer.max_epochs=500",  # runs until stopped
+        "model.hidden_size=choice(8, 16)",
+        data=tiny_mnist,
+        out=tmp_path,
+        start_new_session=True,  # Ctrl-C reaches the whole group: the sweep and joblib's workers
+        preexec_fn=terminal(),
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # both trials' jobs are training: each has told the study its run
+            time.sleep(1)
+            if (tmp_path / "optuna.db").exists():
+                running = study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                if len([t for t in running if "run_dir" in t.user_attrs]) == 2:
+                    break
+        else:
+            pytest.fail("the two trials did not start within 300 s")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    said = "interrupted (SIGINT): the search's running trials are FAIL (interrupted) in study rnnexp"
+    assert any(line.startswith(said) for line in err.splitlines()), err[-3000:]  # the workers may write after it
+    trials = study(tmp_path).trials
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.FAIL for t in trials)
+    assert [t.user_attrs["reason"] for t in trials] == ["interrupted", "interrupted"]
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):  # nothing of the search outlives it
+        os.killpg(proc.pid, 0)

@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from hydra_plugins.rnnexp_sweepers import _search_space
 from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
+from rnnexp.run import Interrupted
 from rnnexp.study import JOURNAL, StudyTrial, open_storage, storage_errors, storage_url
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,15 @@ class OptunaSearch:
             while any(t.is_alive() for t in threads):
                 for thread in threads:
                     thread.join(timeout=0.5)  # a short wait: Ctrl-C reaches this (the main) thread
-        except BaseException:  # Ctrl-C or a stop signal: the sweep stops, its running trials end as failed
+        except BaseException as err:  # Ctrl-C or a stop signal: the sweep stops, its running trials end as failed
             self._stop.set()
             for number in list(self._running):
                 fail(study, self.store, number, "interrupted", "the sweep was stopped while it ran")
+            if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):  # reached this thread itself
+                raise Interrupted(
+                    f"interrupted (SIGINT): the search's running trials are FAIL (interrupted) in study "
+                    f"{study.study_name}; the same command continues it to n_trials={self.n_trials}"
+                ) from None
             raise
         if errors:
             raise errors[0]
