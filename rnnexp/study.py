@@ -12,6 +12,7 @@ methods of optuna.storages.BaseStorage, by the study's name and the trial's numb
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def storage_errors(storage: Any):
             f"{_key(storage)}: the study's database failed ({_first(cause)}); check the URL, that the database is "
             "up and this user may write to it"
         ) from err
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:  # a journal
         if not str(storage).startswith(JOURNAL) or isinstance(err, ExpectedError):
             raise
         if isinstance(err, OSError) and err.errno == errno.ENOSPC:

@@ -337,9 +337,10 @@ def test_a_study_in_a_journal_file_is_searched_and_continued(tmp_path, tiny_mnis
     assert not (tmp_path / "optuna.db").exists()
 
 
-def test_a_journal_that_is_not_one_is_named_in_one_line(tmp_path, tiny_mnist):
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b'{"op_code": 0\n', b"[1, 2]\n"])
+def test_a_journal_that_is_not_one_is_named_in_one_line(tmp_path, tiny_mnist, content):
     journal = tmp_path / "study.log"
-    journal.write_bytes(bytes(range(256)) * 8)
+    journal.write_bytes(content)
     proc = run_train(*SEARCH, f"hydra.sweeper.storage=journal:///{journal}", data=tiny_mnist, out=tmp_path)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     (line,) = proc.stderr.strip().splitlines()

@@ -117,7 +117,12 @@ class OptunaSearch:
         """How many trials run at once: n_jobs, where the launcher runs each job out of this process
         (joblib's worker processes, submitit's jobs), so that its launch() may be called from several
         threads; Hydra's basic launcher runs a job in this process, changing its globals (the Hydra
-        config, logging), one at a time."""
+        config, the working directory, logging), one at a time. Read in hydra-joblib-launcher 1.2:
+        each launch() builds its own joblib.Parallel (backend loky) over loky's one reusable executor,
+        whose creation and submit are under loky's lock and which is reused as long as n_jobs and its
+        settings are the same (they are: the launcher's); joblib's n_jobs=1 would run the job in the
+        calling thread (its sequential backend), so that is refused. hydra-submitit-launcher 1.2: each
+        launch() makes its own submitit executor and waits for its own jobs."""
         if self.n_jobs == 1:
             return 1
         module = type(self.launcher).__module__
