@@ -237,6 +237,28 @@ def test_a_later_override_of_a_key_replaces_the_searched_one():
     assert "model.layers" not in space.distributions and space.fixed == {"model.layers": "model.layers=2"}
 
 
+def test_the_older_search_space_form_is_still_read():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.rnnexp_sweepers._search_space import from_search_space
+    from rnnexp.errors import ConfigError
+
+    space = from_search_space(
+        {
+            "optimizer.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+            "model.layers": {"type": "int", "low": 1, "high": 3},
+            "model.cell": {"type": "categorical", "choices": ["rnn", "gru"]},
+        }
+    )
+    assert space.distributions == {
+        "optimizer.lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "model.layers": IntDistribution(1, 3),
+        "model.cell": CategoricalDistribution(["rnn", "gru"]),
+    }
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.search_space.x: type 'uniform'"):
+        from_search_space({"x": {"type": "uniform", "low": 0, "high": 1}})
+
+
 @pytest.mark.parametrize("value", ["rnn", "a b", "true", "1", "it's", 0.1, 3, True, None, 1e-07])
 def test_a_drawn_value_is_read_back_by_hydra_as_the_same_value(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
