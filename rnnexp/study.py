@@ -4,32 +4,49 @@ validation result of every epoch reported to it, and the pruner's verdict.
 The sweeper (hydra_plugins/rnnexp_sweepers) passes each job its trial number as `trial=N`; the job
 finds the study through the sweeper's own config (storage, study_name, pruner). A trial the pruner
 stops ends training after that epoch, is not tested, and is recorded `pruned`.
+
+Both sides open the study's storage here (open_storage) and reach a trial through the public
+methods of optuna.storages.BaseStorage, by the study's name and the trial's number.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from rnnexp.errors import ConfigError, OutputError, StoreError
+from rnnexp.errors import ConfigError, ExpectedError, OutputError, StoreError
 
 log = logging.getLogger("rnnexp")
 
 # The Python module SQLAlchemy imports for a URL's database, and the package that holds it.
-DRIVERS = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL", "cx_Oracle": "cx_Oracle"}
+DRIVERS = {
+    "psycopg": "'psycopg[binary]'",  # SQLAlchemy 2.1's postgresql://
+    "psycopg2": "psycopg2-binary",
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "cx_Oracle": "cx_Oracle",
+}
+
+
+JOURNAL = "journal:///"  # Optuna's journal file storage: journal:///rel/path.log, journal:////abs/path.log
 
 
 def storage_url(storage: Any) -> Any:
-    """A SQLite URL with an absolute path (`sqlite:///rel` is relative to the working directory of
-    whichever process opens it), its folder created: SQLite does not create it."""
-    if not isinstance(storage, str) or not storage.startswith("sqlite:///") or storage == "sqlite:///:memory:":
+    """A SQLite or journal URL with an absolute path (`sqlite:///rel` is relative to the working
+    directory of whichever process opens it), its folder created: SQLite does not create it."""
+    if not isinstance(storage, str) or storage == "sqlite:///:memory:":
         return storage
-    path = Path(storage.removeprefix("sqlite:///")).expanduser().absolute()
+    scheme = next((s for s in ("sqlite:///", JOURNAL) if storage.startswith(s)), None)
+    if scheme is None:
+        return storage
+    path = Path(storage.removeprefix(scheme)).expanduser().absolute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -37,7 +54,31 @@ def storage_url(storage: Any) -> Any:
             f"{_key(storage)}: cannot create its folder {path.parent} ({err.strerror}: {err.filename}); point "
             "hydra.sweeper.storage at a file in a writable folder"
         ) from err
-    return f"sqlite:///{path}"
+    return f"{scheme}{path}"
+
+
+def open_storage(storage: Any):
+    """The optuna storage of `hydra.sweeper.storage` (after storage_url): in memory for null, a
+    JournalStorage for journal:///<file> (its lock a symlink, which works on NFS), else an RDBStorage.
+    Two processes that open a fresh database at once race to create its tables ("table studies
+    already exists", a duplicate version row): the loser opens it again once the winner is done."""
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
+
+    if storage is None:
+        return optuna.storages.InMemoryStorage()
+    if str(storage).startswith(JOURNAL):
+        path = str(storage).removeprefix(JOURNAL)
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(str(storage))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as err:
+            racing = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+            if not racing or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # the other process is still creating the schema
 
 
 @contextlib.contextmanager
@@ -45,6 +86,7 @@ def storage_errors(storage: Any):
     """Around opening or writing a study's storage (`hydra.sweeper.storage`, an SQLAlchemy URL): what
     is wrong with it, in one line that names the URL (without its password): a scheme no installed
     driver serves, a driver that is missing, a file that is not a database, a full disk."""
+    import errno
     import sqlite3
 
     import optuna
@@ -53,6 +95,8 @@ def storage_errors(storage: Any):
     try:
         yield
     except (ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        if str(storage).startswith(JOURNAL):
+            raise _journal_error(storage, err) from err
         chain = _chain(err)  # optuna wraps what a commit raises in StorageInternalError
         database = next((e for e in chain if isinstance(e, sqlalchemy.exc.DatabaseError)), None)
         if isinstance(err, ImportError):  # optuna's, from SQLAlchemy's import of the driver
@@ -84,6 +128,23 @@ def storage_errors(storage: Any):
             f"{_key(storage)}: the study's database failed ({_first(cause)}); check the URL, that the database is "
             "up and this user may write to it"
         ) from err
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:  # a journal
+        if not str(storage).startswith(JOURNAL) or isinstance(err, ExpectedError):
+            raise
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise OutputError(
+                f"{_key(storage)}: cannot write the study's journal ({err.strerror}); free space on its disk"
+            ) from err
+        raise _journal_error(storage, err) from err
+
+
+def _journal_error(storage: Any, err: BaseException) -> StoreError:
+    path = str(storage).removeprefix(JOURNAL)
+    what = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.strerror else _first(err)
+    return StoreError(
+        f"{_key(storage)}: {path} cannot be read or written as an Optuna journal ({what}); move it away to start the "
+        "study afresh, or point hydra.sweeper.storage at the study's journal"
+    )
 
 
 def _key(storage: Any) -> str:
@@ -123,24 +184,44 @@ def trial_report(cfg: DictConfig) -> TrialReport | None:
     from hydra.utils import instantiate
 
     with storage_errors(sweeper.storage):
-        study = optuna.load_study(
-            study_name=sweeper.study_name, storage=storage_url(sweeper.storage), pruner=instantiate(sweeper.pruner)
-        )
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    if study._storage.get_trial(trial_id).state.is_finished():  # a trial's run resumed after its search
-        log.info(f"trial {number} of study {sweeper.study_name} has ended; this run no longer reports to it")
-        return None
-    trial = optuna.trial.Trial(study, trial_id)
-    trial.set_user_attr("run_dir", str(cfg.paths.run_dir))  # for the sweeper, should this job be killed
+        storage = open_storage(storage_url(sweeper.storage))
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=instantiate(sweeper.pruner))
+        trial = StudyTrial(study, storage, number)
+        if trial.frozen().state.is_finished():  # a trial's run resumed after its search
+            log.info(f"trial {number} of study {sweeper.study_name} has ended; this run no longer reports to it")
+            return None
+        trial.set_user_attr("run_dir", str(cfg.paths.run_dir))  # for the sweeper, should this job be killed
     metric = cfg.optimized_metric if str(cfg.optimized_metric).startswith("val/") else "val/acc"
     return TrialReport(trial, metric, sweeper.storage)
+
+
+class StudyTrial:
+    """A trial of a study, by number, through the storage's public methods (what optuna.trial.Trial
+    does for the process that asked for it, for any process that opens the study)."""
+
+    def __init__(self, study, storage, number: int):
+        self.study, self.storage, self.number = study, storage, number
+        study_id = storage.get_study_id_from_name(study.study_name)
+        self.trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+    def frozen(self):
+        return self.storage.get_trial(self.trial_id)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def report(self, value: float, step: int) -> None:
+        self.storage.set_trial_intermediate_value(self.trial_id, step, value)
+
+    def should_prune(self) -> bool:
+        return self.study.pruner.prune(self.study, self.frozen())
 
 
 class TrialReport(pl.Callback):
     """After every validation: the metric the study optimizes to the trial, and training stopped
     (after this epoch) when the pruner says the trial has fallen behind."""
 
-    def __init__(self, trial, monitor: str, storage: Any = None):
+    def __init__(self, trial: StudyTrial, monitor: str, storage: Any = None):
         self.trial, self.monitor, self.storage = trial, monitor, storage
         self.pruned_at: int | None = None  # the epoch after which the pruner stopped the trial
 

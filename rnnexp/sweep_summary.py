@@ -1,6 +1,7 @@
 """The end of a sweep: how its jobs ended (completed, pruned, failed with each reason, ...) and the
 best, printed and saved as summary.yaml in the sweep folder. (An Optuna search says the same of its
-whole study too, in optimization_results.yaml.)
+whole study too, in optimization_results.yaml, and prints the one `Best:` line: the study's best,
+which may be another sweep's trial and is chosen in the study's direction.)
 
 A Hydra callback (conf/train.yaml's hydra.callbacks) whose summary is due when the process exits:
 Hydra's grid sweeper raises a failed job's error before it calls on_multirun_end.
@@ -23,6 +24,7 @@ from rnnexp.record import RunRecord, cannot_write, process_alive, write_atomic
 log = logging.getLogger("rnnexp")
 
 SUMMARY = "summary.yaml"
+STUDY_RESULTS = "optimization_results.yaml"  # an Optuna search's (hydra_plugins/rnnexp_sweepers), which says the best
 
 
 def _number(name: str) -> tuple[int, str]:
@@ -61,7 +63,8 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
     if scored:
         value, name = (min if "loss" in metric else max)(scored)
         summary["best"] = {"job": name, metric: value}
-        log.info(f"Best: {name}, {metric}={value:.4f}")
+        if not (sweep_dir / STUDY_RESULTS).exists():  # a search printed its study's best: one Best line
+            log.info(f"Best: {name}, {metric}={value:.4f}")
     try:
         write_atomic(sweep_dir / SUMMARY, yaml.safe_dump(summary, sort_keys=False))
     except OSError as err:  # at exit, after the sweep's own ending: said in a line, not a traceback

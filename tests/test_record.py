@@ -172,13 +172,14 @@ def test_a_sweep_summary_tells_a_run_alive_elsewhere_from_a_killed_one(tmp_path)
 
 
 def test_a_search_leaves_a_trial_alive_on_another_host_running(tmp_path):
-    study = optuna.create_study()
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage)
     alive, dead = study.ask(), study.ask()
     for trial, age in ((alive, 0), (dead, stale())):
         run_dir = tmp_path / str(trial.number)
         running(run_dir, beat_age=age)
         trial.set_user_attr("run_dir", str(run_dir))
-    abandon_stale(study)
+    abandon_stale(study, storage)
     states = [t.state for t in study.get_trials(deepcopy=False)]
     assert states == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
     assert metrics(tmp_path / "0")["status"] == "running" and metrics(tmp_path / "1")["reason"] == "killed"

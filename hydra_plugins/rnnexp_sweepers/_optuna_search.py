@@ -1,30 +1,42 @@
-"""The search loop behind `hydra/sweeper=rnnexp_optuna` (see optuna_sweeper.py): ask a batch of
-trials, launch them as Hydra jobs, tell the study how each ended, until the study holds n_trials."""
+"""The search loop behind `hydra/sweeper=rnnexp_optuna` (see optuna_sweeper.py): `n_jobs` workers,
+each asking the study for a trial, launching it as a Hydra job and telling the study how it ended,
+then asking for the next, until the study holds n_trials. Optuna's public API only: the study's
+storage is opened here (rnnexp.study.open_storage) and trials are reached by number through it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
+import os
+import socket
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.rnnexp_sweepers import _search_space
 from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
-from rnnexp.study import storage_errors, storage_url
+from rnnexp.run import Interrupted
+from rnnexp.study import JOURNAL, StudyTrial, open_storage, storage_errors, storage_url
 
 log = logging.getLogger(__name__)
 
 RESULTS = "optimization_results.yaml"
+STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # not WAITING (enqueued)
 
 
-class OptunaSearch(OptunaSweeperImpl):
+class OptunaSearch:
     def __init__(
         self,
         sampler: DictConfig,
@@ -38,29 +50,61 @@ class OptunaSearch(OptunaSweeperImpl):
         search_space: DictConfig | None = None,
         custom_search_space: str | None = None,
     ) -> None:
-        super().__init__(
-            None, direction, storage_url(storage), study_name, n_trials, n_jobs, 1.0, search_space,
-            custom_search_space, params,
-        )  # fmt: skip
-        self.sampler_conf, self.pruner_conf = sampler, pruner
+        self.sampler_conf, self.pruner_conf, self.direction = sampler, pruner, direction
+        self.storage, self.study_name, self.n_trials, self.n_jobs = storage_url(storage), study_name, n_trials, n_jobs
+        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+        self.search_space = OmegaConf.to_container(search_space) if isinstance(search_space, DictConfig) else None
+        self.custom_search_space = get_method(custom_search_space) if custom_search_space else None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._running: set[int] = set()  # trials of this sweep that a worker has launched and not yet told
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this sweeper says what optuna would, once
-        self._process_searchspace_config()
-        space, fixed = create_params_from_overrides([*self._parse_sweeper_params_config(), *arguments])
-        space = {**(self.search_space_distributions or {}), **space}
-        for name in fixed:
-            space.pop(name, None)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # tpe's multivariate
+        space = _search_space.from_search_space(self.search_space or {})
+        parsed = _search_space.parse([*(f"{k}={v}" for k, v in self.params.items()), *arguments])
+        space.distributions.update(parsed.distributions)
+        space.keys.update(parsed.keys)
+        space.fixed.update(parsed.fixed)
+        for name in parsed.fixed:
+            space.distributions.pop(name, None)
+        workers = self.workers()
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        with storage_errors(self.storage):
+            self.store = open_storage(self.storage)
+            study = self.open_study()
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # once the study opened: a refused search leaves no folder
+        with storage_errors(self.storage):
+            abandon_stale(study, self.store)
+            before = started(study)
+        study.sampler = self.new_sampler(before)
+        log.info(
+            f"Study {study.study_name} in {self.storage}: {before} trials so far, {max(self.n_trials - before, 0)} to "
+            f"run for n_trials={self.n_trials}; sampler {type(study.sampler).__name__}, pruner "
+            f"{type(study.pruner).__name__}" + (f", {workers} workers" if workers > 1 else "")
+        )
+        if workers == 1:
+            self.work(study, space)
+        else:
+            self.run_workers(study, space, workers)
+        summarize(study, sweep_dir, str(self.config.get("optimized_metric", "value")), self.n_trials)
+
+    def open_study(self) -> optuna.Study:
         try:
-            with storage_errors(self.storage):
-                study = optuna.create_study(
-                    study_name=self.study_name,
-                    storage=self.storage,
-                    pruner=instantiate(self.pruner_conf),
-                    direction=self.direction,
-                    load_if_exists=True,
-                )
+            return optuna.create_study(
+                study_name=self.study_name,
+                storage=self.store,
+                pruner=instantiate(self.pruner_conf),
+                direction=self.direction,
+                load_if_exists=True,
+            )
         except ValueError as err:  # optuna's "Cannot overwrite study direction"
             if "direction" not in str(err):
                 raise
@@ -68,34 +112,125 @@ class OptunaSearch(OptunaSweeperImpl):
                 f"hydra.sweeper.direction={self.direction}: study {self.study_name} in {self.storage} optimizes the "
                 "other way; give this search its own hydra.sweeper.study_name"
             ) from err
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # once the study opened: a refused search leaves no folder
-        abandon_stale(study)
-        before = len(study.trials)
-        study.sampler = self.new_sampler(before)
-        todo = max(self.n_trials - before, 0)
-        log.info(
-            f"Study {study.study_name} in {self.storage}: {before} trials so far, {todo} to run for "
-            f"n_trials={self.n_trials}; sampler {type(study.sampler).__name__}, pruner {type(study.pruner).__name__}"
+
+    def workers(self) -> int:
+        """How many trials run at once: n_jobs, where the launcher runs each job out of this process
+        (joblib's worker processes, submitit's jobs), so that its launch() may be called from several
+        threads; Hydra's basic launcher runs a job in this process, changing its globals (the Hydra
+        config, the working directory, logging), one at a time. Read in hydra-joblib-launcher 1.2:
+        each launch() builds its own joblib.Parallel (backend loky) over loky's one reusable executor,
+        whose creation and submit are under loky's lock and which is reused as long as n_jobs and its
+        settings are the same (they are: the launcher's); joblib's n_jobs=1 would run the job in the
+        calling thread (its sequential backend), so that is refused. hydra-submitit-launcher 1.2: each
+        launch() makes its own submitit executor and waits for its own jobs."""
+        if self.n_jobs == 1:
+            return 1
+        module = type(self.launcher).__module__
+        if module.startswith("hydra_plugins.hydra_joblib_launcher"):
+            import joblib
+
+            n = joblib.effective_n_jobs(self.launcher.joblib.get("n_jobs", -1))
+            if n > 1:
+                if n < self.n_jobs:
+                    log.info(f"hydra.sweeper.n_jobs={self.n_jobs}: {n} at once, joblib's hydra.launcher.n_jobs")
+                return min(self.n_jobs, n)  # joblib's 1 runs the job in this process (its sequential backend)
+        elif module.startswith("hydra_plugins.hydra_submitit_launcher"):
+            return self.n_jobs
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={self.n_jobs}: {type(self.launcher).__name__} runs each trial in this process, "
+            "one at a time; add hydra/launcher=parallel (hydra.launcher.n_jobs of 2 or more) or hydra/launcher=slurm, "
+            "or set hydra.sweeper.n_jobs=1"
         )
-        while (done := len(study.trials)) < self.n_trials:
-            trials = [study.ask() for _ in range(min(self.n_jobs, self.n_trials - done))]
-            overrides = self._configure_trials(trials, space, fixed)
-            # trial=N: the job reports to this trial (and its folder is numbered by it, never reused)
-            overrides = [(*o, f"trial={t.number}") for t, o in zip(trials, overrides)]
+
+    def run_workers(self, study: optuna.Study, space: _search_space.SearchSpace, workers: int) -> None:
+        errors: list[BaseException] = []
+
+        def worker() -> None:
             try:
-                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            except Exception as err:  # the launcher lost the batch: a worker killed, a job Hydra could not compose
-                for trial in trials:
-                    fail(study, trial.number, _reason(err), _error(err))
-                log.error(f"trials {[t.number for t in trials]} failed: {err}")
+                self.work(study, space)
+            except BaseException as err:  # a broken store, a custom_search_space that raised: the sweep stops
+                errors.append(err)
+                self._stop.set()
+
+        threads = [threading.Thread(target=worker, name=f"trial-worker-{i}", daemon=True) for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for thread in threads:
+                    thread.join(timeout=0.5)  # a short wait: Ctrl-C reaches this (the main) thread
+        except BaseException as err:  # Ctrl-C or a stop signal: the sweep stops, its running trials end as failed
+            self._stop.set()
+            for number in list(self._running):
+                fail(study, self.store, number, "interrupted", "the sweep was stopped while it ran")
+            if isinstance(err, KeyboardInterrupt) and not isinstance(err, Interrupted):  # reached this thread itself
+                raise Interrupted(
+                    f"interrupted (SIGINT): the search's running trials are FAIL (interrupted) in study "
+                    f"{study.study_name}; the same command continues it to n_trials={self.n_trials}"
+                ) from None
+            raise
+        if errors:
+            raise errors[0]
+
+    def work(self, study: optuna.Study, space: _search_space.SearchSpace) -> None:
+        """One worker: the next trial as soon as the last one ended, until the study holds n_trials."""
+        while not self._stop.is_set():
+            trial = self.ask(study, space)
+            if trial is None:
+                return
+            # trial=N: the job reports to this trial (and its folder is numbered by it, never reused)
+            overrides = [*space.overrides(trial.params), f"trial={trial.number}"]
+            self._running.add(trial.number)
+            try:
+                (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            except Exception as err:  # the launcher lost the job: a worker killed, a job Hydra could not compose
+                fail(study, self.store, trial.number, _reason(err), _error(err))
                 continue
-            except BaseException:  # Ctrl-C or a stop signal: the sweep stops, its trials end as failed
-                for trial in trials:
-                    fail(study, trial.number, "interrupted", "the sweep was stopped while it ran")
+            except BaseException:  # Ctrl-C or a stop signal: the sweep stops, its trial ends as failed
+                self._stop.set()
+                fail(study, self.store, trial.number, "interrupted", "the sweep was stopped while it ran")
                 raise
-            for trial, ret in zip(trials, returns):
+            finally:
+                self._running.discard(trial.number)
+            with storage_errors(self.storage):
                 self.tell(study, trial.number, ret)
-        summarize(study, sweep_dir, str(self.config.get("optimized_metric", "value")), self.n_trials)
+
+    def ask(self, study: optuna.Study, space: _search_space.SearchSpace) -> optuna.Trial | None:
+        """The next trial, None once the study holds n_trials (this sweep's and any other's on the
+        same study: counted and asked under a lock, the store's own file's for SQLite and journal)."""
+        with self._lock, self._store_lock(), storage_errors(self.storage):
+            if started(study) >= self.n_trials:
+                return None
+            trial = study.ask(space.distributions)
+            # whose trial this is, while no job has yet recorded its run: another sweep's abandon_stale leaves it
+            trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
+        if self.custom_search_space:
+            self.custom_search_space(self.config, trial)
+        return trial
+
+    @contextlib.contextmanager
+    def _store_lock(self):
+        """Other processes' searches on the same study file wait here: SQLite's with flock, which its own
+        locking relies on too; a journal's with Optuna's symlink lock, which works on NFS."""
+        url = str(self.storage)
+        if url.startswith(JOURNAL):
+            from optuna.storages.journal import JournalFileSymlinkLock
+
+            lock = JournalFileSymlinkLock(url.removeprefix(JOURNAL) + ".ask")  # <journal>.ask.lock while held
+            lock.acquire()
+            try:
+                yield
+            finally:
+                lock.release()
+        elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            with open(url.removeprefix("sqlite:///") + ".ask-lock", "a") as lock:  # beside the database
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+        else:  # in memory: this process's only; a database server: see the README
+            yield
 
     def new_sampler(self, trials_so_far: int) -> optuna.samplers.BaseSampler:
         """The configured sampler; a seeded one is seeded with seed + trials so far, so that a
@@ -106,56 +241,79 @@ class OptunaSearch(OptunaSweeperImpl):
     def tell(self, study: optuna.Study, number: int, ret: JobReturn) -> None:
         run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else None
         record = RunRecord.read(run_dir) if run_dir else {}
-        if run_dir:
-            study._storage.set_trial_user_attr(trial_id(study, number), "run_dir", str(run_dir))
-        if ret.status != JobStatus.COMPLETED:
-            err = ret._return_value
-            fail(study, number, record.get("reason") or _reason(err), record.get("error") or _error(err))
+        trial = StudyTrial(study, self.store, number)
+        if trial.frozen().state.is_finished():  # failed meanwhile by another sweep, or on interruption
             return
-        value = ret.return_value
+        if run_dir:
+            trial.set_user_attr("run_dir", str(run_dir))
+        if ret.status != JobStatus.COMPLETED:
+            err = failed_job_error(ret)
+            fail(study, self.store, number, record.get("reason") or _reason(err), record.get("error") or _error(err))
+            return
+        value = ret.return_value  # COMPLETED: the job's return value
         if record.get("status") == "pruned":
-            study.tell(number, state=TrialState.PRUNED)
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            study.tell(number, float(value))
+            study.tell(number, float(value), skip_if_finished=True)
         else:  # a NaN, or no value: the run ended without the metric
             metric = self.config.get("optimized_metric")
-            fail(study, number, "no value", f"the run returned {value!r} for {metric}", record_run=False)
+            fail(study, self.store, number, "no value", f"the run returned {value!r} for {metric}", record_run=False)
 
 
-def trial_id(study: optuna.Study, number: int) -> int:
-    return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+def failed_job_error(ret: JobReturn) -> BaseException | None:
+    """The exception a FAILED job raised. hydra-core 1.3 (1.3.8 here) keeps it only in the private
+    attribute of JobReturn read here: the public `return_value` re-raises it, after writing "Error executing
+    job with overrides" to stderr, once per failed trial. The one private Hydra access of this sweeper;
+    tests/test_optuna_search.py::test_a_failed_jobs_exception_is_read_from_its_job_return says if it breaks."""
+    err = getattr(ret, "_return_value", None)
+    return err if isinstance(err, BaseException) else None
 
 
-def fail(study: optuna.Study, number: int, reason: str, error: str, record_run: bool = True) -> None:
+def started(study: optuna.Study) -> int:
+    """The study's trials that count toward n_trials: all but those enqueued and not yet asked for."""
+    return len(study.get_trials(deepcopy=False, states=STARTED))
+
+
+def fail(study: optuna.Study, store, number: int, reason: str, error: str, record_run: bool = True) -> None:
     """FAIL in the study, with its reason; `failed` in its run folder too where the run could not
     say so itself (rejected before it started, or killed)."""
-    tid = trial_id(study, number)
-    study._storage.set_trial_user_attr(tid, "reason", reason)
-    study._storage.set_trial_user_attr(tid, "error", error[:1000])
-    study.tell(number, state=TrialState.FAIL)
-    run_dir = study._storage.get_trial(tid).user_attrs.get("run_dir")
+    trial = StudyTrial(study, store, number)
+    if trial.frozen().state.is_finished():
+        return
+    trial.set_user_attr("reason", reason)
+    trial.set_user_attr("error", error[:1000])
+    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+    run_dir = trial.frozen().user_attrs.get("run_dir")
     log.warning(f"trial {number} failed ({reason}): {error}")
     if record_run and run_dir and RunRecord.read(run_dir).get("status") in (None, "running"):
         RunRecord(run_dir).update(status="failed", reason=reason, error=error)
 
 
-def abandon_stale(study: optuna.Study) -> None:
+def alive(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a RUNNING trial is still being worked on: its job's process, or the sweep that asked
+    for it (which will tell the study how it ended). The one place the sweeper asks
+    rnnexp.record.process_alive."""
+    run_dir = trial.user_attrs.get("run_dir")
+    if run_dir and process_alive(RunRecord.read(run_dir), run_dir):  # its heartbeat, from any host
+        return True
+    return process_alive(trial.user_attrs.get("sweeper") or {})  # asked for, its job not started yet
+
+
+def abandon_stale(study: optuna.Study, store) -> None:
     """Trials left RUNNING by a sweep that was killed: FAIL, their runs `failed` (killed)."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        run_dir = trial.user_attrs.get("run_dir")
-        if run_dir and process_alive(RunRecord.read(run_dir), run_dir):
-            continue  # another sweep's, still at work
-        fail(study, trial.number, "killed", "the sweep ended while this trial ran")
+        if not alive(trial):
+            fail(study, store, trial.number, "killed", "the sweep ended while this trial ran")
 
 
-def _reason(err: BaseException) -> str:
+def _reason(err: BaseException | None) -> str:
     from rnnexp.run import expected
 
     known = expected(err) if isinstance(err, BaseException) else None
     return known.reason if known else "exception"
 
 
-def _error(err: BaseException) -> str:
+def _error(err: BaseException | None) -> str:
     from rnnexp.run import expected
 
     known = expected(err) if isinstance(err, BaseException) else None
@@ -164,7 +322,7 @@ def _error(err: BaseException) -> str:
 
 def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) -> dict:
     """Print and save (optimization_results.yaml) how the study's trials ended and the best."""
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False, states=STARTED)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     by_state = {s: [t for t in trials if t.state == s] for s in states}
     failures = [
@@ -194,8 +352,6 @@ def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) 
             best_run_dir=best.user_attrs.get("run_dir"),
         )  # fmt: skip
         log.info(f"Best: trial {best.number}, {metric}={best.value:.4f}: {best.params}")
-        log.info(f"Best parameters: {best.params}")
-        log.info(f"Best value: {best.value}")
     else:
         log.warning("Best: none, no trial completed")
     OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS)

@@ -1,15 +1,18 @@
 """`hydra/sweeper=rnnexp_optuna`: an Optuna search that survives its trials and continues its study.
 
 Configured by conf/hparams_search/optuna.yaml (`python -m rnnexp.train -m hparams_search=optuna`).
-Against hydra-optuna-sweeper's own sweeper, whose search-space syntax and samplers it reuses:
+It takes Hydra's sweep grammar (choice, range, interval, tag(log, ...); _search_space.py) and uses
+Optuna's public API only (ask/tell, its storages). Unlike hydra-optuna-sweeper's sweeper:
 
 - `n_trials` is the study's total: rerunning the command with the same storage and study_name runs
   only the trials still missing, its sampler seeded with `seed + trials so far` (a fixed seed would
   draw the same parameters again);
 - a trial that fails (an error, a refused value, a diverged or killed run, a NaN result) is FAIL in
   the study and `failed` in its run folder, and the search goes on;
+- `n_jobs` workers each start the next trial as soon as their last one ended (none waits for a
+  batch), until the study holds n_trials, counting those of other searches on the same study;
 - every trial reports its validation accuracy after each epoch, and `pruner` stops those that fall
-  behind (`hydra/sweeper/pruner=median|successive_halving|none`): PRUNED in the study, `pruned` in
+  behind (`hydra/sweeper/pruner=median|successive_halving|hyperband|none`): PRUNED in the study, `pruned` in
   its run folder;
 - the end prints and saves (optimization_results.yaml in the sweep folder) the trials completed,
   pruned and failed with each reason, and the best.
@@ -27,6 +30,53 @@ from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class TPESamplerConf:
+    """Tree-structured Parzen estimator, over all parameters together (multivariate)."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    seed: int | None = None  # a continued study's sampler: seed + trials so far
+    n_startup_trials: int = 10  # trials drawn at random before TPE models the results
+    multivariate: bool = True
+    constant_liar: bool = True  # trials still running count as bad, so that parallel workers spread out
+
+
+@dataclass
+class RandomSamplerConf:
+    _target_: str = "optuna.samplers.RandomSampler"
+    seed: int | None = None
+
+
+@dataclass
+class GPSamplerConf:
+    """Gaussian-process Bayesian optimization (scipy, torch)."""
+
+    _target_: str = "optuna.samplers.GPSampler"
+    seed: int | None = None
+    n_startup_trials: int = 10
+
+
+@dataclass
+class CmaEsSamplerConf:
+    """CMA-ES (the cmaes package); categorical parameters are drawn at random."""
+
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    seed: int | None = None
+    n_startup_trials: int = 1
+    warn_independent_sampling: bool = False
+
+
+@dataclass
+class QMCSamplerConf:
+    """Quasi-Monte Carlo: a low-discrepancy sequence that covers the space evenly."""
+
+    _target_: str = "optuna.samplers.QMCSampler"
+    seed: int | None = None
+    qmc_type: str = "sobol"
+    scramble: bool = True
+    warn_independent_sampling: bool = False
 
 
 @dataclass
@@ -51,6 +101,16 @@ class SuccessiveHalvingPrunerConf:
 
 
 @dataclass
+class HyperbandPrunerConf:
+    """Hyperband: several successive-halving brackets of different aggressiveness."""
+
+    _target_: str = "optuna.pruners.HyperbandPruner"
+    min_resource: int = 1
+    max_resource: Any = "auto"  # the epochs of the first trial that ends, or a number
+    reduction_factor: int = 3
+
+
+@dataclass
 class NopPrunerConf:
     """No pruning: every trial trains to the end."""
 
@@ -62,22 +122,33 @@ class RnnexpOptunaSweeperConf:
     _target_: str = "hydra_plugins.rnnexp_sweepers.optuna_sweeper.RnnexpOptunaSweeper"
     _recursive_: bool = False  # the sweeper builds its sampler itself, seeded for the trials still to run
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "median"}])
-    sampler: Any = MISSING  # hydra-optuna-sweeper's hydra/sweeper/sampler options: tpe, random, cmaes, ...
+    sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|gp|cmaes|qmc
     pruner: Any = MISSING
     direction: str = "maximize"  # of the job's return value, the config's optimized_metric
-    # where the study lives; a relative sqlite path is taken from the working directory. null: in
-    # memory, neither continued nor pruned (a job cannot report to it)
+    # where the study lives: sqlite:///<file> (a relative path is taken from the working directory),
+    # journal:///<file> (Optuna's journal file, for shared file systems), any other database URL
+    # SQLAlchemy opens; null: in memory, neither continued nor pruned (a job cannot report to it)
     storage: Any = None
     study_name: str | None = None
     n_trials: int = 20  # the study's total: a continued study runs only the trials still missing
-    n_jobs: int = 1  # trials launched together (with a parallel launcher); each batch waits for the last
+    n_jobs: int = 1  # trials run at once, by workers that never wait for each other (needs a launcher that
+    # runs jobs out of this process: hydra/launcher=parallel or slurm)
     params: dict[str, str] | None = None  # key: search space in Hydra's sweep syntax (choice, interval, tag(log, ...))
-    search_space: dict[str, Any] | None = None  # hydra-optuna-sweeper's deprecated form of params
+    search_space: dict[str, Any] | None = None  # older form of params: {name: {type, low, high, step, log, choices}}
     custom_search_space: str | None = None  # a function (cfg, trial) that suggests conditional parameters
 
 
 _store = ConfigStore.instance().store
 _store(group="hydra/sweeper", name="rnnexp_optuna", node=RnnexpOptunaSweeperConf, provider="rnnexp")
+for _name, _node in (
+    ("tpe", TPESamplerConf),
+    ("random", RandomSamplerConf),
+    ("gp", GPSamplerConf),
+    ("cmaes", CmaEsSamplerConf),
+    ("qmc", QMCSamplerConf),
+):
+    _store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="rnnexp")
+_store(group="hydra/sweeper/pruner", name="hyperband", node=HyperbandPrunerConf, provider="rnnexp")
 _store(group="hydra/sweeper/pruner", name="median", node=MedianPrunerConf, provider="rnnexp")
 _store(group="hydra/sweeper/pruner", name="successive_halving", node=SuccessiveHalvingPrunerConf, provider="rnnexp")
 _store(group="hydra/sweeper/pruner", name="none", node=NopPrunerConf, provider="rnnexp")
