@@ -144,3 +144,19 @@ def test_a_stopped_submitter_then_resume_completes_the_sweep_and_submits_no_comp
     assert (first / "metrics.json").read_bytes() == completed
     second = record(first.parent / "1_model=gru")
     assert second["status"] == "completed" and second["scheduler_job"].split("_")[0] != array
+
+
+def test_a_two_worker_search_on_the_journal_store_ends_with_exactly_n_trials(tmp_path, tiny_mnist):
+    import optuna
+
+    journal = tmp_path / "study.log"  # Optuna's journal file: the store for a file system the nodes share
+    result = run_train("-m", "hparams_search=optuna", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+                       "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=journal:///{journal}",
+                       "hydra.sweeper.params=null", *TINY, "trainer.max_epochs=1", "model.hidden_size=choice(8,16)",
+                       data=tiny_mnist, out=tmp_path, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="rnnexp", storage=storage).get_trials()
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    jobs = sorted(only((tmp_path / "multirun").iterdir()).glob("[0-9]_*"))
+    assert len(jobs) == 3 and all(record(j)["scheduler_job"] for j in jobs)  # each trial a Slurm job

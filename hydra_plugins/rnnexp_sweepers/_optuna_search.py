@@ -134,7 +134,7 @@ class OptunaSearch:
                 if n < self.n_jobs:
                     log.info(f"hydra.sweeper.n_jobs={self.n_jobs}: {n} at once, joblib's hydra.launcher.n_jobs")
                 return min(self.n_jobs, n)  # joblib's 1 runs the job in this process (its sequential backend)
-        elif module.startswith("hydra_plugins.hydra_submitit_launcher"):
+        elif module.startswith(("hydra_plugins.hydra_submitit_launcher", "hydra_plugins.rnnexp_launchers")):
             return self.n_jobs
         raise ConfigError(
             f"hydra.sweeper.n_jobs={self.n_jobs}: {type(self.launcher).__name__} runs each trial in this process, "
