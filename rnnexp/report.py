@@ -4,7 +4,9 @@
 
 Reads what each run left in its folder (config.yaml, metrics.json, TensorBoard events); prints a
 Markdown table and writes report.csv, report.md and report.png (validation accuracy and loss
-curves of every run) into --out, by default the first folder given.
+curves of every run) into --out, by default the first folder given. For an Optuna search folder,
+also the parameters' importances, search.png and the command that reruns the best trial
+(rnnexp/search_report.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 import yaml
 
 from rnnexp.record import CONFIG, HEARTBEAT, METRICS, heartbeat_fresh, write_atomic
+from rnnexp.search_report import is_search
+from rnnexp.search_report import report as search_report
 
 COLUMNS = [
     "run", "seed", "status", "cell", "layers", "hidden", "params", "steps", "epochs", "train_s",
@@ -284,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         reason = "a file, not a folder" if out.exists() and not out.is_dir() else _reason(err)
         parser.exit(2, f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n")
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
+    for folder in filter(is_search, args.folders):  # an Optuna search: importances, its plot, the best again
+        print("\n".join(["", *search_report(folder, out)]))
 
 
 if __name__ == "__main__":

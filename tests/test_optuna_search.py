@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, run_train, terminal
+from conftest import ROOT, only, run_train, terminal
 
 # tiny trials: one epoch of a handful of steps, no test
 SEARCH = [
@@ -503,3 +503,25 @@ def test_ctrl_c_stops_a_search_of_two_workers_its_running_trials_failed_as_inter
     time.sleep(2)
     with pytest.raises(ProcessLookupError):  # nothing of the search outlives it
         os.killpg(proc.pid, 0)
+
+
+def test_the_report_of_a_search_weighs_its_parameters_plots_it_and_reruns_the_best_trial(tmp_path, tiny_mnist, capsys):
+    from rnnexp.report import main as report
+
+    space = ["model.hidden_size=choice(4,8,16)", "optimizer.lr=tag(log, interval(0.003, 0.05))"]
+    proc = run_train(*SEARCH, "hydra.sweeper.n_trials=5", *space, data=tiny_mnist, out=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = sweeps(tmp_path)
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    report([str(sweep)])
+    printed = capsys.readouterr().out
+    assert "Parameter importances (PED-ANOVA):" in printed
+    assert "- model.hidden_size: " in printed and "- optimizer.lr: " in printed
+    assert (sweep / "search.png").read_bytes().startswith(b"\x89PNG")
+    command = printed.split("trained again with its test:\n", 1)[1].strip().splitlines()[0].split()
+    assert command[:3] == ["python", "-m", "rnnexp.train"] and command[-1] == "test=true"
+    assert not any(a.startswith(("hparams_search=", "trial=")) for a in command)
+    again = run_train(*command[3:], data=tiny_mnist, out=tmp_path / "again")  # the best trial, trained again
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = json.loads(only((tmp_path / "again" / "runs").iterdir()).joinpath("metrics.json").read_text())
+    assert rerun["val/acc_best"] == results["best_value"] and "test/acc" in rerun

@@ -94,7 +94,7 @@ class OptunaSearch:
             self.work(study, space)
         else:
             self.run_workers(study, space, workers)
-        summarize(study, sweep_dir, str(self.config.get("optimized_metric", "value")), self.n_trials)
+        summarize(study, sweep_dir, str(self.config.get("optimized_metric", "value")), self.n_trials, self.storage)
 
     def open_study(self) -> optuna.Study:
         try:
@@ -320,8 +320,9 @@ def _error(err: BaseException | None) -> str:
     return str(known) if known else f"{type(err).__name__}: {err}"
 
 
-def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) -> dict:
-    """Print and save (optimization_results.yaml) how the study's trials ended and the best."""
+def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int, storage: Any = None) -> dict:
+    """Print and save (optimization_results.yaml) how the study's trials ended and the best; where
+    the study lives, for `python -m rnnexp.report` (rnnexp/search_report.py)."""
     trials = study.get_trials(deepcopy=False, states=STARTED)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     by_state = {s: [t for t in trials if t.state == s] for s in states}
@@ -338,6 +339,7 @@ def summarize(study: optuna.Study, sweep_dir: Path, metric: str, n_trials: int) 
         "pruned": len(by_state[TrialState.PRUNED]),
         "failed": len(failures),
         "failures": failures,
+        **({"storage": storage} if isinstance(storage, str) else {}),
     }
     log.info(
         f"Study {study.study_name}: {len(trials)} trials (n_trials={n_trials}): {results['completed']} completed, "
