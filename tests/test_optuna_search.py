@@ -85,6 +85,19 @@ def test_a_continued_study_runs_only_the_missing_trials_with_new_parameters(tmp_
     assert "no trial completed" in second.stdout
 
 
+def test_resume_of_a_search_folder_continues_its_study_in_that_folder(tmp_path, tiny_mnist):
+    space = ["model.hidden_size=8", "model.layers=choice(0)", "optimizer.lr=tag(log, interval(0.0001, 0.1))"]
+    first = run_train(*SEARCH, "hydra.sweeper.n_trials=2", *space, data=tiny_mnist, out=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (folder,) = sweeps(tmp_path)
+    again = run_train(f"resume={folder}", "hydra.sweeper.n_trials=3", data=tiny_mnist, out=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 trials so far, 1 to run for n_trials=3" in again.stdout
+    assert sweeps(tmp_path) == [folder]  # no second folder: this one shows the whole study
+    assert [p.name.split("_")[0] for p in sorted(folder.glob("[0-9]*"))] == ["0", "1", "2"]
+    assert yaml.safe_load((folder / "optimization_results.yaml").read_text())["n_trials"] == 3
+
+
 def test_a_trial_that_falls_behind_is_pruned(tmp_path, tiny_mnist):
     prune = ["hydra.sweeper.pruner.n_startup_trials=1", "trainer.max_epochs=3", "model.hidden_size=16"]
     good = run_train(*SEARCH, *prune, "hydra.sweeper.n_trials=1", "optimizer.lr=0.03", data=tiny_mnist, out=tmp_path)

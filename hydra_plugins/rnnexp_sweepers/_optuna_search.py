@@ -81,6 +81,8 @@ class OptunaSearch:
             self.store = open_storage(self.storage)
             study = self.open_study()
         sweep_dir.mkdir(parents=True, exist_ok=True)  # once the study opened: a refused search leaves no folder
+        # the command that made it, as Hydra's grid sweeper saves it: resume=<this folder> continues the search
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         with storage_errors(self.storage):
             abandon_stale(study, self.store)
             before = started(study)
