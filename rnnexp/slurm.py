@@ -93,15 +93,17 @@ def watch(jobs: Sequence[str], names: Sequence[str], settings: dict, sweep_dir: 
     folder name. A job that can never start cancels the array: ResourceError."""
     array_id = jobs[0].split("_")[0]
     last: dict[str, str] = {}
+    reasons: dict[str, str] = {}  # a pending job's reason may come, or change, after its state
     try:
         while True:
             seen = sight(array_id)
             changed = False
             for i, job in enumerate(jobs):
                 now = seen.get(job)
-                if now is None or now.state == last.get(job):
+                if now is None or (now.state, now.reason) == (last.get(job), reasons.get(job)):
                     continue
-                last[job], changed = now.state, True
+                changed |= now.state != last.get(job)
+                last[job], reasons[job] = now.state, now.reason
                 log.info(f"{names[i]}: {now.state.lower()}" + (f" ({now.reason})" if now.reason else ""))
                 if now.state == "PENDING" and now.reason in NEVER:
                     _never(array_id, job, names[i], now.reason, settings)
