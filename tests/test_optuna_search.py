@@ -128,6 +128,31 @@ def test_a_trial_left_running_by_a_killed_search_is_failed_when_the_study_contin
     assert metrics(run_dir)["status"] == "failed" and metrics(run_dir)["reason"] == "killed"
 
 
+def test_a_killed_trial_continues_once_from_its_last_checkpoint_when_asked(tmp_path, tiny_mnist):
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    args = [*SEARCH, "hydra.sweeper.n_trials=2", "model.hidden_size=choice(8,16)", "trainer.max_epochs=30",
+            "callbacks.last.every_n_steps=3", "hydra.sweeper.retry_killed=true"]  # fmt: skip
+    search = subprocess.Popen([sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob("multirun/*/0_*/checkpoints/last.ckpt")):  # trial 0 saved a step
+            assert search.poll() is None and time.monotonic() < deadline, "trial 0 never saved a checkpoint"
+            time.sleep(0.05)
+    finally:
+        os.killpg(search.pid, signal.SIGKILL)  # the sweep and its trial, at once (a node gone)
+        search.wait()
+    run_dir = only(tmp_path.glob("multirun/*/0_*"))
+    again = run_train(*args, data=tiny_mnist, out=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0 was killed; it continues from" in again.stdout
+    record = metrics(run_dir)  # continued in its own folder, not started afresh in a new one
+    assert record["status"] == "completed" and record["attempts"] == 2 and record["resumed_from"].endswith("last.ckpt")
+    trials = study(tmp_path).trials
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert trials[0].value == record["val/acc_best"]
+
+
 @pytest.mark.parametrize(
     "storage, line",
     [

@@ -49,6 +49,7 @@ class OptunaSearch:
         params: DictConfig | None = None,
         search_space: DictConfig | None = None,
         custom_search_space: str | None = None,
+        retry_killed: bool = False,
     ) -> None:
         self.sampler_conf, self.pruner_conf, self.direction = sampler, pruner, direction
         self.storage, self.study_name, self.n_trials, self.n_jobs = storage_url(storage), study_name, n_trials, n_jobs
@@ -58,6 +59,8 @@ class OptunaSearch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._running: set[int] = set()  # trials of this sweep that a worker has launched and not yet told
+        self.retry_killed = retry_killed
+        self._retries: list[tuple[int, Path]] = []  # killed trials to continue, each from its run folder
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -84,7 +87,7 @@ class OptunaSearch:
         # the command that made it, as Hydra's grid sweeper saves it: resume=<this folder> continues the search
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         with storage_errors(self.storage):
-            abandon_stale(study, self.store)
+            self._retries = abandon_stale(study, self.store, retry=self.retry_killed)
             before = started(study)
         study.sampler = self.new_sampler(before)
         log.info(
@@ -177,25 +180,30 @@ class OptunaSearch:
     def work(self, study: optuna.Study, space: _search_space.SearchSpace) -> None:
         """One worker: the next trial as soon as the last one ended, until the study holds n_trials."""
         while not self._stop.is_set():
-            trial = self.ask(study, space)
-            if trial is None:
-                return
-            # trial=N: the job reports to this trial (and its folder is numbered by it, never reused)
-            overrides = [*space.overrides(trial.params), f"trial={trial.number}"]
-            self._running.add(trial.number)
+            with self._lock:
+                retry = self._retries.pop(0) if self._retries else None
+            if retry is not None:  # a killed trial, continued in its own folder from its last.ckpt
+                number, overrides = retry[0], continue_in(*retry)
+            else:
+                trial = self.ask(study, space)
+                if trial is None:
+                    return
+                # trial=N: the job reports to this trial (and its folder is numbered by it, never reused)
+                number, overrides = trial.number, [*space.overrides(trial.params), f"trial={trial.number}"]
+            self._running.add(number)
             try:
-                (ret,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+                (ret,) = self.launcher.launch([overrides], initial_job_idx=number)
             except Exception as err:  # the launcher lost the job: a worker killed, a job Hydra could not compose
-                fail(study, self.store, trial.number, _reason(err), _error(err))
+                fail(study, self.store, number, _reason(err), _error(err))
                 continue
             except BaseException:  # Ctrl-C or a stop signal: the sweep stops, its trial ends as failed
                 self._stop.set()
-                fail(study, self.store, trial.number, "interrupted", "the sweep was stopped while it ran")
+                fail(study, self.store, number, "interrupted", "the sweep was stopped while it ran")
                 raise
             finally:
-                self._running.discard(trial.number)
+                self._running.discard(number)
             with storage_errors(self.storage):
-                self.tell(study, trial.number, ret)
+                self.tell(study, number, ret)
 
     def ask(self, study: optuna.Study, space: _search_space.SearchSpace) -> optuna.Trial | None:
         """The next trial, None once the study holds n_trials (this sweep's and any other's on the
@@ -301,11 +309,33 @@ def alive(trial: optuna.trial.FrozenTrial) -> bool:
     return process_alive(trial.user_attrs.get("sweeper") or {})  # asked for, its job not started yet
 
 
-def abandon_stale(study: optuna.Study, store) -> None:
-    """Trials left RUNNING by a sweep that was killed: FAIL, their runs `failed` (killed)."""
+def abandon_stale(study: optuna.Study, store, retry: bool = False) -> list[tuple[int, Path]]:
+    """Trials left RUNNING by a sweep that was killed: FAIL, their runs `failed` (killed); with `retry`,
+    those whose run saved a last.ckpt and was not retried before stay RUNNING, to be continued: their
+    (number, run folder)."""
+    from rnnexp.checkpoint import LAST
+
+    retries = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not alive(trial):
-            fail(study, store, trial.number, "killed", "the sweep ended while this trial ran")
+        if alive(trial):
+            continue
+        run_dir = Path(trial.user_attrs["run_dir"]) if trial.user_attrs.get("run_dir") else None
+        if retry and run_dir and (run_dir / "checkpoints" / LAST).is_file() and not trial.user_attrs.get("retried"):
+            StudyTrial(study, store, trial.number).set_user_attr("retried", True)  # once: a second kill fails it
+            log.info(f"trial {trial.number} was killed; it continues from {run_dir / 'checkpoints' / LAST}")
+            retries.append((trial.number, run_dir))
+            continue
+        fail(study, store, trial.number, "killed", "the sweep ended while this trial ran")
+    return retries
+
+
+def continue_in(number: int, run_dir: Path) -> list[str]:
+    """The overrides of a job that continues trial `number` in its run folder: the job's own (as Hydra
+    saved them there), its folder as the sweep's, and resume (the job then takes its saved config)."""
+    saved = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+    kept = [str(o) for o in saved if not str(o).startswith(("resume=", "trial="))]
+    return [*kept, f"trial={number}", f'resume="{run_dir}"', f'hydra.sweep.dir="{run_dir.parent}"',
+            f'hydra.sweep.subdir="{run_dir.name}"']  # fmt: skip
 
 
 def _reason(err: BaseException | None) -> str:

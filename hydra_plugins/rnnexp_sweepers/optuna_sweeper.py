@@ -136,6 +136,9 @@ class RnnexpOptunaSweeperConf:
     params: dict[str, str] | None = None  # key: search space in Hydra's sweep syntax (choice, interval, tag(log, ...))
     search_space: dict[str, Any] | None = None  # older form of params: {name: {type, low, high, step, log, choices}}
     custom_search_space: str | None = None  # a function (cfg, trial) that suggests conditional parameters
+    # a trial whose run was killed (its worker, node or sweep gone) continues once from its last.ckpt, in its
+    # own folder, when the search is run again; false: it is failed (killed) and a new trial drawn instead
+    retry_killed: bool = False
 
 
 _store = ConfigStore.instance().store
