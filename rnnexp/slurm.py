@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from rnnexp.errors import ResourceError
 log = logging.getLogger("rnnexp")
 
 POLL_S = 5.0  # how often the submitter asks Slurm how its jobs are
+# Hydra's config loader is not known to be thread-safe, and a search's workers launch from threads
+COMPOSING = threading.Lock()
 
 # Why a pending job waits (squeue's %r), where the wait can never end: what the jobs ask for exceeds
 # what the partition, its nodes or the account allow. Other reasons (Resources, Priority,

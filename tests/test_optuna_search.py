@@ -522,7 +522,10 @@ def test_ctrl_c_stops_a_search_of_two_workers_its_running_trials_failed_as_inter
         while time.monotonic() < deadline:  # both trials' jobs are training: each has told the study its run
             time.sleep(1)
             if (tmp_path / "optuna.db").exists():
-                running = study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                try:
+                    running = study(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+                except KeyError:  # the database is there, the study not yet
+                    continue
                 if len([t for t in running if "run_dir" in t.user_attrs]) == 2:
                     break
         else:

@@ -11,7 +11,6 @@ This module stays light (Hydra imports it on every start): submitit and rnnexp l
 import contextlib
 import io
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,9 +30,6 @@ ConfigStore.instance().store(
 
 
 class RnnexpSlurmLauncher(SlurmLauncher):
-    # Hydra's config loader is not known to be thread-safe; a search's workers call launch from threads
-    composing = threading.Lock()
-
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
@@ -90,7 +86,9 @@ class RnnexpSlurmLauncher(SlurmLauncher):
 
     def job_folder(self, overrides: Sequence[str], idx: int):
         """Where job `idx` of the sweep writes, as the job itself will name it."""
-        with self.composing:
+        from rnnexp.slurm import COMPOSING  # not an attribute: submitit pickles this launcher into each job
+
+        with COMPOSING:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = idx
