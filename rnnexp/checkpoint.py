@@ -17,6 +17,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
+from rnnexp.compat.lightning import is_last_batch
 from rnnexp.errors import CheckpointError
 from rnnexp.record import atomic_file, cannot_write
 
@@ -97,8 +98,7 @@ class LastCheckpoint(Checkpoint):
         # A step after which the run validates (an epoch's last, or the run's last at max_steps) is saved after that
         # validation (on_validation_end) instead, and a stop asked for then waits for it: saved before it, a resumed
         # run would go on past it, and that validation would never run.
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.is_last_batch or 0 < trainer.max_steps <= trainer.global_step:
+        if is_last_batch(trainer) or 0 < trainer.max_steps <= trainer.global_step:
             return
         if stop:
             self.save(trainer)

@@ -525,10 +525,11 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     listed together in one ConfigError, and nothing trains. The settings of the sweep itself (the
     launcher's, the sweeper's) are checked for a search too."""
     from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+
+    from rnnexp.compat.hydra import grid_jobs
 
     overrides = [a for a in argv if not a.startswith(("-", "hydra.", "hydra/", "+hydra", "~hydra"))]
     launcher = next((a.split("=", 1)[1] for a in reversed(argv) if a.startswith("hydra/launcher=")), None)
@@ -540,7 +541,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
             check_launch(hydra)
         if hydra is not None and not str(hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
             return  # a search (hparams_search=optuna) draws its jobs as it goes: each trial is checked in its own job
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+        jobs = grid_jobs(parsed)
         keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
         bad = []
         for num, job in enumerate(jobs):

@@ -20,6 +20,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from rnnexp.compat.lightning import optimizer_step_progress, set_steps_logged_at, trainer_of
 from rnnexp.errors import ConfigError, Diverged
 
 log = logging.getLogger("rnnexp")
@@ -130,7 +131,7 @@ class ClassifierModule(pl.LightningModule):
         # Lightning logs validation and test metrics at its count of training steps, which it increments
         # after this one's hooks and checkpoints, where each took steps_per_call optimizer steps: keep that
         # count the optimizer steps', so that every curve shares one step axis with train/*.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
+        set_steps_logged_at(self.trainer, self.global_step - 1)
 
     def _step(self, loss: torch.Tensor) -> None:
         """An optimizer step through Lightning's wrappers: its hooks, loss scaling, strategies."""
@@ -157,8 +158,8 @@ class ClassifierModule(pl.LightningModule):
         processes with several devices (one small all-reduce per interval, on every process at
         the same step), so that the curve and the divergence check are the run's, on every rank."""
         totals = torch.cat([self.train_sums, self.train_sums.new_tensor([self._train_steps, self._train_seen])])
-        if self._trainer is not None and self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        if (trainer := trainer_of(self)) is not None and trainer.world_size > 1:
+            totals = trainer.strategy.reduce(totals, reduce_op="sum")
         return totals.tolist()  # the interval's one host-device sync
 
     def _check_finite(self, loss: float) -> None:
@@ -222,7 +223,8 @@ class ClassifierModule(pl.LightningModule):
         # Every process steps alike: each gets its own count of the interval's steps back, so that all of them
         # take part in the same reductions (on_train_epoch_end reduces only where there are steps). The saved
         # sums are all the processes', given back to rank 0 alone.
-        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer is not None else (1, 0)
+        trainer = trainer_of(self)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         self._train_steps = state["train_steps"] // world
         if rank == 0:
             self.train_sums.copy_(torch.tensor(state["train_sums"]))
@@ -272,7 +274,7 @@ class Lean:
         self.optimizer = module.optimizers().optimizer  # the torch optimizer inside Lightning's wrapper
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.grad_clip = module.grad_clip
-        self.progress = module.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        self.progress = optimizer_step_progress(module.trainer)
 
     @classmethod
     def of(cls, module: ClassifierModule) -> Lean | None:

@@ -107,13 +107,14 @@ class Job:
     def watch(self, trainer):
         """Around `trainer.fit`: a stop signal ends training after the current step, saved."""
         from rnnexp.checkpoint import LastCheckpoint
+        from rnnexp.compat.lightning import keep_own_signal_handlers
 
         self.trainer = trainer
         self.last_checkpoint = next((c for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
         if trainer.world_size > 1:
             # Lightning's SIGTERM handler broadcasts from inside the handler, which deadlocks DDP when the
             # other ranks are in another collective; the handlers below stop all processes at one step instead.
-            trainer._signal_connector.register_signal_handlers = lambda: None
+            keep_own_signal_handlers(trainer)
         if self.last_checkpoint is not None:
             self.last_checkpoint.config = portable(self.cfg)
         self.record.update(environment=environment(trainer, self.cfg))
@@ -512,6 +513,7 @@ def resume_point(run_dir: Path, cfg: DictConfig) -> tuple[Path | None, int, str 
     is hidden (it is logged again, identically, from the checkpoint on); the precision it trained in.
     A last.ckpt of another model than the run's config describes is refused."""
     from rnnexp.checkpoint import LAST, load, other_shape
+    from rnnexp.compat.lightning import steps_logged_at
 
     for stale in stale_files(run_dir / "checkpoints") if rank_zero() else []:  # half-written by a killed attempt
         stale.unlink(missing_ok=True)
@@ -520,7 +522,7 @@ def resume_point(run_dir: Path, cfg: DictConfig) -> tuple[Path | None, int, str 
         return None, 0, None  # killed before its first checkpoint: start afresh, in the same folder
     checkpoint = load(path)
     try:
-        stepped = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
+        stepped = steps_logged_at(checkpoint)
     except KeyError as err:
         raise CheckpointError(f"{path}: holds no training progress; it cannot continue a run") from err
     if differ := other_shape(checkpoint, OmegaConf.to_container(cfg, resolve=True)):

@@ -30,6 +30,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from rnnexp.compat.tensorboard import file_writer
 from rnnexp.record import cannot_write
 
 log = logging.getLogger("rnnexp")
@@ -88,7 +89,7 @@ def log_hparams(logger: LightningTensorBoardLogger, settings: dict, step: int = 
     info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
     end.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
-    writer = logger.experiment._get_file_writer()  # as Lightning's own log_hyperparams writes
+    writer = file_writer(logger.experiment)
     writer.add_summary(start, global_step=step)
     writer.add_summary(end, global_step=step)
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.rnnexp_sweepers import _search_space
+from rnnexp.compat.hydra import failed_job_error
 from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
 from rnnexp.run import Interrupted
@@ -268,15 +269,6 @@ class OptunaSearch:
         else:  # a NaN, or no value: the run ended without the metric
             metric = self.config.get("optimized_metric")
             fail(study, self.store, number, "no value", f"the run returned {value!r} for {metric}", record_run=False)
-
-
-def failed_job_error(ret: JobReturn) -> BaseException | None:
-    """The exception a FAILED job raised. hydra-core 1.3 (1.3.8 here) keeps it only in the private
-    attribute of JobReturn read here: the public `return_value` re-raises it, after writing "Error executing
-    job with overrides" to stderr, once per failed trial. The one private Hydra access of this sweeper;
-    tests/test_optuna_search.py::test_a_failed_jobs_exception_is_read_from_its_job_return says if it breaks."""
-    err = getattr(ret, "_return_value", None)
-    return err if isinstance(err, BaseException) else None
 
 
 def started(study: optuna.Study) -> int:
