@@ -344,6 +344,6 @@ def process_alive(metrics: dict, run_dir: str | os.PathLike | None = None) -> bo
         os.kill(metrics["pid"], 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, TypeError, ValueError, OverflowError):  # not ours to probe, or no usable pid
+        return True  # (a hand-edited record): take its word
     return True

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from rnnexp.record import CONFIG, HEARTBEAT, METRICS, heartbeat_fresh, write_atomic
+from rnnexp.record import CONFIG, HEARTBEAT, METRICS, process_alive, write_atomic
 from rnnexp.search_report import is_search
 from rnnexp.search_report import report as search_report
 
@@ -46,15 +46,14 @@ class Run:
         if self.problem:
             return f"unreadable ({self.problem})"
         status = self.metrics.get("status", "not started")  # no metrics.json: rejected before training
-        if status == "running" and self.metrics.get("host") == socket.gethostname():
-            try:
-                os.kill(self.metrics["pid"], 0)
-            except (ProcessLookupError, KeyError):
-                return "killed"  # said running, but its process is gone
-            except (PermissionError, TypeError, ValueError, OverflowError):
-                pass  # not ours to probe, or no usable pid: take its word
-        elif status == "running" and (self.dir / HEARTBEAT).exists() and not heartbeat_fresh(self.dir):
-            return "killed"  # on another host, its heartbeat stopped (without one: take its word)
+        here = self.metrics.get("host") == socket.gethostname()
+        # on another host a run without a heartbeat (recorded before there were any) is taken at its word
+        if (
+            status == "running"
+            and (here or (self.dir / HEARTBEAT).exists())
+            and not process_alive(self.metrics, self.dir)
+        ):
+            return "killed"
         return status
 
     @property
