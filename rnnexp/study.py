@@ -141,10 +141,12 @@ def storage_errors(storage: Any):
 def _journal_error(storage: Any, err: BaseException) -> StoreError:
     path = str(storage).removeprefix(JOURNAL)
     what = f"{err.strerror}: {err.filename}" if isinstance(err, OSError) and err.strerror else _first(err)
-    return StoreError(
-        f"{_key(storage)}: {path} cannot be read or written as an Optuna journal ({what}); move it away to start the "
-        "study afresh, or point hydra.sweeper.storage at the study's journal"
+    fix = (
+        "point hydra.sweeper.storage at a file in a folder this user can write"
+        if isinstance(err, OSError)  # the file system refused it: nothing in the file to move away
+        else "move it away to start the study afresh, or point hydra.sweeper.storage at the study's journal"
     )
+    return StoreError(f"{_key(storage)}: {path} cannot be read or written as an Optuna journal ({what}); {fix}")
 
 
 def _key(storage: Any) -> str:

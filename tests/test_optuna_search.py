@@ -391,6 +391,15 @@ def test_a_journal_that_is_not_one_is_named_in_one_line(tmp_path, tiny_mnist, co
     assert not (tmp_path / "multirun").exists()
 
 
+def test_a_journal_the_file_system_refuses_is_named_in_one_line_with_the_right_fix(tmp_path, tiny_mnist):
+    journal = "/proc/rnnexp-study.log"  # a folder that exists, where no file can be made (even by root)
+    proc = run_train(*SEARCH, f"hydra.sweeper.storage=journal:///{journal}", data=tiny_mnist, out=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: hydra.sweeper.storage=journal:///{journal}: {journal} cannot be read or written")
+    assert line.endswith("point hydra.sweeper.storage at a file in a folder this user can write")  # not: move it away
+
+
 def popen_train(*overrides: str, data: Path, out: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
     env.pop("HYDRA_FULL_ERROR", None)
