@@ -24,8 +24,9 @@ from rnnexp.errors import ResourceError
 log = logging.getLogger("rnnexp")
 
 POLL_S = 5.0  # how often the submitter asks Slurm how its jobs are
-# Hydra's config loader is not known to be thread-safe, and a search's workers launch from threads
-COMPOSING = threading.Lock()
+# A search's workers launch from threads: composing a job's config (Hydra's config loader is not known to
+# be thread-safe) and submitting it (its stderr redirected meanwhile) take turns
+LAUNCHING = threading.Lock()
 
 # Why a pending job waits (squeue's %r), where the wait can never end: what the jobs ask for exceeds
 # what the partition, its nodes or the account allow. Other reasons (Resources, Priority,

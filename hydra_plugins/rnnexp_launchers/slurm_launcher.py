@@ -35,7 +35,7 @@ class RnnexpSlurmLauncher(SlurmLauncher):
 
         from rnnexp.record import RunRecord
         from rnnexp.run import RunFailed
-        from rnnexp.slurm import refused, watch
+        from rnnexp.slurm import LAUNCHING, refused, watch
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +61,8 @@ class RnnexpSlurmLauncher(SlurmLauncher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         args = [(o, "hydra.sweep.dir", i, f"job_id_for_{i}", Singleton.get_state()) for i, o, _ in todo]
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints a refusal before raising it
+            # submitit prints a refusal before raising it; redirecting sys.stderr is process-wide: one at a time
+            with LAUNCHING, contextlib.redirect_stderr(io.StringIO()):
                 jobs = executor.map_array(self, *zip(*args))
         except submitit.core.utils.FailedJobError as err:  # sbatch refused the array: said once, by refused()
             raise refused(str(err), self.params) from None
@@ -86,9 +87,9 @@ class RnnexpSlurmLauncher(SlurmLauncher):
 
     def job_folder(self, overrides: Sequence[str], idx: int):
         """Where job `idx` of the sweep writes, as the job itself will name it."""
-        from rnnexp.slurm import COMPOSING  # not an attribute: submitit pickles this launcher into each job
+        from rnnexp.slurm import LAUNCHING  # not an attribute: submitit pickles this launcher into each job
 
-        with COMPOSING:
+        with LAUNCHING:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = idx
