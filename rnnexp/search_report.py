@@ -40,11 +40,14 @@ def study_of(results: dict):
     cannot be opened any more (moved, in memory)."""
     import optuna
 
-    from rnnexp.study import open_storage
+    from rnnexp.study import JOURNAL, open_storage
 
     storage, name = results.get("storage"), results.get("study_name")
     if not storage or not name:
         return None
+    for scheme in ("sqlite:///", JOURNAL):  # a file that is gone: opening it would make a new, empty one
+        if storage.startswith(scheme) and not Path(storage.removeprefix(scheme)).is_file():
+            return None
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage))
     except Exception:  # noqa: BLE001 - any store that cannot be read: the report goes on without it

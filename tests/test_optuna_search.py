@@ -558,3 +558,13 @@ def test_the_report_of_a_search_weighs_its_parameters_plots_it_and_reruns_the_be
     assert again.returncode == 0, again.stderr[-3000:]
     rerun = json.loads(only((tmp_path / "again" / "runs").iterdir()).joinpath("metrics.json").read_text())
     assert rerun["val/acc_best"] == results["best_value"] and "test/acc" in rerun
+
+
+def test_the_report_of_a_search_whose_study_is_gone_says_so_and_makes_no_empty_one(tmp_path):
+    from rnnexp.search_report import report
+
+    gone = tmp_path / "optuna.db"
+    (tmp_path / "optimization_results.yaml").write_text(f"study_name: rnnexp\nstorage: sqlite:///{gone}\n")
+    lines = report(tmp_path, tmp_path)
+    assert any(line.startswith("its study cannot be opened") for line in lines)
+    assert not gone.exists()
