@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from rnnexp.errors import ConfigError
+from rnnexp.errors import ConfigError, ResourceError
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -540,6 +541,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
         if hydra is not None:
             check_launch(hydra)
         if hydra is not None and not str(hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            slurm_here(hydra)
             return  # a search (hparams_search=optuna) draws its jobs as it goes: each trial is checked in its own job
         jobs = grid_jobs(parsed)
         keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
@@ -555,6 +557,7 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
                 bad.append(f"job {num} ({name}): {describe(err, job)}")
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")
+    slurm_here(hydra)
 
 
 def sweep_settings(argv: list[str], parsed, config_name: str = "train") -> DictConfig | None:
@@ -569,6 +572,17 @@ def sweep_settings(argv: list[str], parsed, config_name: str = "train") -> DictC
         return compose(config_name, overrides=[*groups, *hydra_args], return_hydra_config=True).hydra
     except Exception:
         return None
+
+
+def slurm_here(hydra: DictConfig | None) -> None:
+    """A sweep for Slurm needs its commands here (submitit's own error is a traceback); checked after
+    the jobs' configs, which are wrong wherever the sweep runs."""
+    target = str(hydra.launcher.get("_target_", "")) if hydra is not None else ""
+    if target.endswith("SlurmLauncher") and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise ResourceError(
+            "hydra/launcher=slurm: no Slurm here (sbatch or srun is not on PATH); run the sweep on a machine of the "
+            "cluster (a login node), or use hydra/launcher=parallel to run the jobs on this machine"
+        )
 
 
 def check_launch(hydra: DictConfig) -> None:

@@ -460,3 +460,11 @@ def test_sweep_job_names_are_the_swept_values_short_and_capped():
     assert swept(["optimizer.lr=1000000.0"], None, argv=["-m", "optimizer.lr=0.01,1e6"]) == "optimizer.lr=1000000.0"
     many = [f"model.setting_{i}=value_{i}" for i in range(40)]  # nothing swept by name: every override
     assert len(swept(many, None, argv=["-m"])) == NAME_MAX
+
+
+def test_a_slurm_sweep_where_there_is_no_slurm_is_one_line(tmp_path, tiny_mnist, monkeypatch):
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # python, and no sbatch or srun
+    result = run_train("-m", "hydra/launcher=slurm", "model=rnn,gru", data=tiny_mnist, out=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: hydra/launcher=slurm: no Slurm here")
+    assert not (tmp_path / "multirun").exists()
