@@ -85,9 +85,9 @@ def capacity(partition: str | None) -> str:
     if not lines:
         return ""
     nodes = [line.split("|") for line in lines]
-    cpus = max(int(n[0].rstrip("+")) for n in nodes if n[0].rstrip("+").isdigit())
-    memory = max(int(n[1].rstrip("+")) for n in nodes if n[1].rstrip("+").isdigit())
-    gpus = "GPUs" if any("gpu" in n[2] for n in nodes) else "no GPUs"
+    cpus = max((int(n[0].rstrip("+")) for n in nodes if n[0].rstrip("+").isdigit()), default=0)
+    memory = max((int(n[1].rstrip("+")) for n in nodes if len(n) > 1 and n[1].rstrip("+").isdigit()), default=0)
+    gpus = "GPUs" if any(len(n) > 2 and "gpu" in n[2] for n in nodes) else "no GPUs"
     return f"its nodes have at most {cpus} CPUs, {memory} MB memory, {gpus}"
 
 
