@@ -88,7 +88,10 @@ def capacity(partition: str | None) -> str:
     cpus = max((int(n[0].rstrip("+")) for n in nodes if n[0].rstrip("+").isdigit()), default=0)
     memory = max((int(n[1].rstrip("+")) for n in nodes if len(n) > 1 and n[1].rstrip("+").isdigit()), default=0)
     gpus = "GPUs" if any(len(n) > 2 and "gpu" in n[2] for n in nodes) else "no GPUs"
-    return f"its nodes have at most {cpus} CPUs, {memory} MB memory, {gpus}"
+    if not cpus:  # not sinfo's usual answer: say nothing rather than something wrong
+        return ""
+    memory_text = f", {memory} MB memory" if memory else ""
+    return f"its nodes have at most {cpus} CPUs{memory_text}, {gpus}"
 
 
 def watch(jobs: Sequence[str], names: Sequence[str], settings: dict, sweep_dir: str) -> dict[str, str]:
