@@ -56,6 +56,9 @@ SETTINGS = {
         "lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
         "fused", "decoupled_weight_decay",
     ),
+    "torch.optim.AdamW": (
+        "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused",
+    ),
     "torch.optim.SGD": (
         "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable", "fused",
     ),
