@@ -16,7 +16,6 @@ evaluation-<data set>/), and adds the two figures to the run's TensorBoard.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -211,9 +210,10 @@ def save_figures(figures: dict, out: Path, run_dir: Path, option: str | None) ->
         plt.close("all")
 
 
-def main() -> None:
-    run.main(lambda: evaluate(sys.argv[1:]))
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rnnexp.evaluate <argv>` (default: this process's command line); returns the exit code."""
+    return run.main(evaluate, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

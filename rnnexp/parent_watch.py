@@ -1,4 +1,5 @@
-"""A parallel sweep's workers end with the sweep's process (hydra/launcher=parallel).
+"""A parallel sweep's workers end with the sweep's process (hydra/launcher=parallel); the other processes of
+a several-device run end with the first.
 
 joblib's loky workers are started by the sweep's process, and on Linux and macOS nothing in loky
 notices that process's end: killed (SIGKILL, the OOM killer), it left its workers finishing their
@@ -43,18 +44,24 @@ _job: dict[str, Path] = {}  # the run folder of the job this worker runs, or ran
 
 
 def end_with_parent(run_dir: Path, deadline_s: float = DEADLINE_S) -> None:
-    """As a job starts: in a pool's worker process (joblib's), end the job and the process with the
-    process that started it. Elsewhere nothing: the basic launcher runs jobs in the sweep's own
-    process, and submitit's jobs (Slurm's, or its local executor's processes) go on without it."""
+    """As a job starts: in a pool's worker process (joblib's), or in a rank > 0 process of a
+    several-device run (started by the first, rnnexp.ddp, or by torchrun), end the job and the
+    process with the process that started it. Elsewhere nothing: the basic launcher runs jobs in the
+    sweep's own process, and submitit's jobs (Slurm's, or its local executor's processes) go on
+    without it."""
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if parent is not None:
+        parent_pid = parent.pid
+    elif os.environ.get("LOCAL_RANK", "0") != "0":
+        parent_pid = os.getppid()
+    else:
         return
-    if os.getppid() != parent.pid:
+    if os.getppid() != parent_pid:
         os._exit(EXIT)  # the sweep is gone: this job is not started (resume= starts it)
     watching = bool(_job)
     _job["run_dir"] = Path(run_dir)
     if not watching:  # one thread per worker, for all the jobs it runs
-        threading.Thread(target=_watch, args=(parent.pid, deadline_s), name="rnnexp-parent", daemon=True).start()
+        threading.Thread(target=_watch, args=(parent_pid, deadline_s), name="rnnexp-parent", daemon=True).start()
 
 
 def _watch(parent_pid: int, deadline_s: float) -> None:
@@ -64,7 +71,7 @@ def _watch(parent_pid: int, deadline_s: float) -> None:
     # run then (the main thread holding the GIL) or is blocked (a console write nobody reads).
     signal.alarm(max(1, round(deadline_s)))
     deadline = time.monotonic() + deadline_s
-    log.warning(f"the sweep's process (pid {parent_pid}) is gone: stopping this worker's job and the worker")
+    log.warning(f"the process that started this one (pid {parent_pid}) is gone: stopping its job and this process")
     stopping = False
     while _running(_job["run_dir"]) and time.monotonic() < deadline:
         # SIGTERM only once the run (or Lightning) handles it: it then stops after the current step, saved.

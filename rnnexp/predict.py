@@ -94,13 +94,16 @@ def predict(argv: list[str]) -> int:
     return failed
 
 
-def main() -> None:
-    def app():
-        if predict(sys.argv[1:]):
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rnnexp.predict <argv>` (default: this process's command line); returns the exit code:
+    1 where an image could not be read."""
+
+    def app(args: list[str]) -> None:
+        if predict(args):
             raise SystemExit(1)
 
-    run.main(app)
+    return run.main(app, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,12 +1,11 @@
 """One run's life, shared by every entry point: checks, run folder and record, status on every exit
 path, seeding, signals, the failure policy and resume.
 
-    @hydra.main(...)
     def train(cfg):                         # a Hydra task function
         return run.execute(cfg, fit_and_test)
 
-    def main():                             # the console entry point
-        run.main(train)
+    def main(argv=None) -> int:             # the console entry point
+        return run.main(run.hydra_app(train, "train"), argv)
 
 `execute` runs a task `(cfg, job) -> metrics` inside the lifecycle; `main` handles what happens
 before Hydra (a `resume=` folder, checking a whole sweep) and after it (one console line for an
@@ -44,10 +43,11 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_run, check_sweep, describe, null_group
+from rnnexp.ddp import ranks
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
 from rnnexp.parent_watch import end_with_parent
 from rnnexp.record import (
@@ -101,6 +101,7 @@ class Job:
     trainer: object = None
     last_checkpoint: object = None  # the run's LastCheckpoint callback, if it has one
     stopped_by: str | None = None  # the signal that stopped training
+    plugins: list = field(default_factory=list)  # for the Trainer: the cluster of processes rnnexp.ddp started
     _previous: dict = field(default_factory=dict, repr=False)  # the handlers ours replaced
 
     @contextlib.contextmanager
@@ -169,18 +170,19 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         raise (RunFailed(str(err)) if multirun else Failed(str(err))) from None
     if job is None:  # resuming a run that is complete
         return RunRecord.read(cfg.paths.run_dir).get(cfg.optimized_metric)
-    cfg, run_dir, record = job.cfg, job.dir, job.record
+    given, (cfg, run_dir, record) = cfg, (job.cfg, job.dir, job.record)
     try:
         import pytorch_lightning as pl  # only once the config is known to be sound
 
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # every job of a sweep from its own seed
         check_device(cfg)
         use_threads(cfg)
-        with ddp_children_run_this_job(run_dir, multirun, resumed=job.resume_from is not None):
+        continuing = bool(given.get("resume")) or job.resume_from is not None
+        with ranks(cfg, run_dir, rank_arguments(cfg, run_dir, continuing)) as job.plugins:
             results = task(cfg, job)
     except (KeyboardInterrupt, SystemExit) + _stop_exceptions() as err:
         steps = getattr(job.trainer, "global_step", None)
-        name = getattr(err, "signal_name", None) or ("SIGTERM" if "SIGTERM" in type(err).__name__ else "SIGINT")
+        name = stop_signal(err)
         record.update(status="interrupted", signal=name, steps=steps)
         message = f"interrupted at step {steps} ({name}); {next_step(name, run_dir)}"
         if scheduler_job() is not None:  # said now: the handler passed the signal below (submitit's) may end the job
@@ -197,8 +199,7 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         )
         to_log_file(f"run failed: {known or err}", err)
         if known is None:
-            err.recorded_by_rnnexp = True  # main() must not mistake it for a folder Hydra could not create
-            raise  # a bug: its traceback belongs on the console
+            raise  # a bug: its traceback belongs on the console (main() tells it by `inside_a_run`)
         if multirun:
             log.error(f"error: {known} (traceback in {run_dir / 'train.log'})")
             raise RunFailed(f"{run_dir.name}: {known}") from err
@@ -219,40 +220,14 @@ def next_step(signal_name: str, run_dir: Path) -> str:
     return f"if Slurm requeues the job (a preemption, scontrol requeue) it continues by itself; if not: {by_hand}"
 
 
-# What Lightning's `ddp` launcher sets in the environment of the process that starts the others.
-DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-@contextlib.contextmanager
-def ddp_children_run_this_job(run_dir: Path, multirun: bool, resumed: bool):
-    """Around a job's task, for several devices with Lightning's `ddp` strategy, which starts the
-    processes of ranks 1.. by running this program's command line again with hydra.run.dir set to
-    the run folder. In a sweep that command line is the whole sweep: the other ranks are given this
-    job's command line instead (its overrides, or resume= of its folder when it continues from a
-    checkpoint, which every rank must load) and its folder. What the launch leaves behind
-    (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, the process group) is cleared after the job, or the next
-    job of the sweep would take itself for a child and wait for processes that have ended."""
-    argv, environment = list(sys.argv), {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
-    if multirun and rank_zero():
-        hydra_cfg = HydraConfig.get()
-        task = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
-        sys.argv[1:] = [f'resume="{run_dir}"'] if resumed else task
-        with read_write(hydra_cfg):
-            hydra_cfg.run.dir = str(run_dir)  # what Lightning gives the other ranks as hydra.run.dir
-    try:
-        yield
-    finally:
-        if rank_zero():
-            sys.argv[:] = argv
-            for name, value in environment.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()
+def rank_arguments(cfg: DictConfig, run_dir: Path, continuing: bool) -> list[str]:
+    """The command line the other processes of a several-device job run (rnnexp.ddp starts them): the
+    job's own overrides, or resume= of its folder where it continues a run (every rank loads the
+    checkpoint); never the whole sweep's."""
+    if continuing:
+        return [f'resume="{run_dir}"']  # quoted: a sweep job's folder name holds `=`
+    task = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [o for o in task if not o.startswith("resume=")]
 
 
 def check_device(cfg: DictConfig) -> None:
@@ -392,6 +367,13 @@ def _stop_exceptions() -> tuple[type[BaseException], ...]:
     return (Stopped, SIGTERMException)
 
 
+def stop_signal(err: BaseException) -> str:
+    """The signal that stopped a run, by the exception that ended it: ours (Stopped, after a saved
+    step) names it; Lightning's SIGTERMException is SIGTERM; KeyboardInterrupt or SystemExit, SIGINT."""
+    stopped, sigterm = _stop_exceptions()
+    return err.signal_name if isinstance(err, stopped) else "SIGTERM" if isinstance(err, sigterm) else "SIGINT"
+
+
 def expected(err: BaseException) -> ExpectedError | None:
     """The user-fixable failure behind `err` (itself, or what it was raised from), or None for a bug."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -404,10 +386,9 @@ def expected(err: BaseException) -> ExpectedError | None:
         if isinstance(err, ExpectedError):
             return err
     for err in reversed(chain):  # innermost first: torch's allocation error, not Hydra's wrapper of it
-        text = str(err)
         if isinstance(err, OSError) and err.errno in DISK_FULL:  # whichever writer of the run met it first
             return cannot_write(err.filename or "to the run folder", err)
-        if isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text:
+        if out_of_memory(err):
             return ResourceError(
                 f"out of memory ({_first_line(err)[:200]}); "
                 "use a smaller model.hidden_size, model.layers or data.batch_size"
@@ -415,6 +396,16 @@ def expected(err: BaseException) -> ExpectedError | None:
         if isinstance(err, MisconfigurationException) or (isinstance(err, ValueError) and _raised_in_lightning(err)):
             return ConfigError(_first_line(err))  # a Trainer or callback setting Lightning refuses
     return None
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Python's MemoryError, torch's OutOfMemoryError (a device's allocator); torch's CPU allocator
+    raises a plain RuntimeError, told only by its text ("DefaultCPUAllocator: can't allocate memory")."""
+    import torch
+
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
 
 
 def _raised_in_lightning(err: BaseException) -> bool:
@@ -564,40 +555,81 @@ def resume_argv(argv: list[str]) -> list[str]:
 # --- the console entry point ---------------------------------------------------------------------
 
 
-def main(app: Callable[[], object]) -> None:
-    """Run a @hydra.main function from the console: resume and sweep checks before it, and one
-    `error:` line for an expected failure after it."""
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us, to be said in one line
+def hydra_app(task: Callable[[DictConfig], object], config_name: str) -> Callable[[list[str]], object]:
+    """The console app of a Hydra task function (`python -m rnnexp.train <argv>`): `resume=` read and
+    the whole sweep checked before Hydra starts, then Hydra given `argv` (sys.argv is left alone)."""
+    from rnnexp.compat.hydra import run_hydra
+    from rnnexp.config import CONF
+
+    def app(argv: list[str]) -> None:
+        argv = resume_argv(argv)
+        if not {"--cfg", "-c", "--help", "-h", "--info"} & set(argv):
+            (check_sweep if {"-m", "--multirun"} & set(argv) else check_run)(argv)
+        run_hydra(task, CONF, config_name, argv)
+
+    return app
+
+
+def main(app: Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """Run an entry point's app on its command line (default: this process's) and return the exit
+    code: 0, 1 with one `error:` line for an expected failure, 128 + the signal for a stopped run. A
+    bug keeps its traceback (raised). A sweep's summary follows, however it ended."""
+    from rnnexp.sweep_summary import write_pending
+
     try:
-        sys.argv[1:] = resume_argv(sys.argv[1:])
-        if not rank_zero():  # another device's process of a DDP run: rank 0 logs for the run
-            sys.argv[1:] = [a for a in sys.argv[1:] if not a.startswith(("hydra/job_logging=", "hydra/hydra_logging="))]
-            sys.argv += ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # warnings, errors still show
-        if not {"--cfg", "-c", "--help", "-h", "--info"} & set(sys.argv[1:]):
-            (check_sweep if {"-m", "--multirun"} & set(sys.argv[1:]) else check_run)(sys.argv[1:])
-        app()
+        return _main(app, list(sys.argv[1:] if argv is None else argv))
+    finally:
+        write_pending()
+
+
+def _main(app: Callable[[list[str]], object], argv: list[str]) -> int:
+    # Hydra reads this to let errors through rather than print them itself: set as the process starts, before
+    # any job (and inherited by the processes it starts), so that they can be said in one line
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        app(argv)
+    except SystemExit as err:  # ours (Failed: its `error:` line), Hydra's (--help), an app's own exit code
+        if isinstance(err.code, str):
+            return _said(err.code, 1)
+        return err.code or 0
     except RunFailed as err:
-        _exit(f"error: {err}", 1)
+        return _said(f"error: {err}", 1)
     except Interrupted as err:
-        _exit(str(err) if rank_zero() else "", 128 + int(err.signum))
+        return _said(str(err) if rank_zero() else "", 128 + int(err.signum))
     except ExpectedError as err:
-        _exit(f"error: {err}", 1)
+        return _said(f"error: {err}", 1)
     except (HydraException, OmegaConfBaseException) as err:
-        if getattr(err, "recorded_by_rnnexp", False):  # a bug inside a run, wrapped by Hydra's instantiate
+        if inside_a_run(err):  # a bug inside a run, wrapped by Hydra's instantiate
             raise
         known = expected(err)  # ours, raised where Hydra builds a plugin (the sweeper opening its study)
-        _exit(f"error: {known or describe(err)}", 1)
+        return _said(f"error: {known or describe(err, argv)}", 1)
     except ValueError as err:  # Hydra refuses `group=null` with a plain ValueError
-        if (line := null_group(err)) is None:
+        if (line := null_group(err, argv)) is None:
             raise
-        _exit(f"error: {line}", 1)
+        return _said(f"error: {line}", 1)
     except OSError as err:  # Hydra makes the run folder, its .hydra/ and train.log before our code runs
-        if err.filename is None and err.errno not in DISK_FULL or getattr(err, "recorded_by_rnnexp", False):
+        if err.filename is None and err.errno not in DISK_FULL or inside_a_run(err):
             raise
-        _exit(f"error: {cannot_write(err.filename or 'to the run folder', err)}", 1)
+        return _said(f"error: {cannot_write(err.filename or 'to the run folder', err)}", 1)
+    return 0
 
 
-def _exit(line: str, code: int) -> None:
+def inside_a_run(err: BaseException) -> bool:
+    """Whether `err` (or what it was raised from) came out of a run's task, where `execute` recorded it
+    as a bug, rather than out of Hydra before or around the job."""
+    seen = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        tb = err.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code is execute.__code__:
+                return True
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _said(line: str, code: int) -> int:
     if line:
         print(line, file=sys.stderr)
-    raise SystemExit(code)
+    return code

@@ -3,8 +3,10 @@ best, printed and saved as summary.yaml in the sweep folder. (An Optuna search s
 whole study too, in optimization_results.yaml, and prints the one `Best:` line: the study's best,
 which may be another sweep's trial and is chosen in the study's direction.)
 
-A Hydra callback (conf/train.yaml's hydra.callbacks) whose summary is due when the process exits:
-Hydra's grid sweeper raises a failed job's error before it calls on_multirun_end.
+A Hydra callback (conf/train.yaml's hydra.callbacks) whose summary is due once the sweep has
+ended, however: Hydra's grid sweeper raises a failed job's error before it calls on_multirun_end.
+rnnexp.run.main writes it as the entry point returns (`write_pending`), and, for a sweep started
+otherwise, at the process's exit.
 """
 
 from __future__ import annotations
@@ -72,7 +74,18 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
     return summary
 
 
+_pending: list[tuple[str, str]] = []  # (sweep folder, metric) of the sweeps started and not yet summarized
+
+
+def write_pending() -> None:
+    """Summarize every sweep this process started since the last call (after the sweep, whether or
+    not a job failed)."""
+    while _pending:
+        summarize(*_pending.pop(0))
+
+
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir, metric = str(config.hydra.sweep.dir), str(config.get("optimized_metric", "val/acc_best"))
-        atexit.register(summarize, sweep_dir, metric)  # after the sweep, whether or not a job failed
+        if not _pending:
+            atexit.register(write_pending)  # a no-op where the entry point wrote it already
+        _pending.append((str(config.hydra.sweep.dir), str(config.get("optimized_metric", "val/acc_best"))))

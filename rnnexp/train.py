@@ -13,11 +13,10 @@ from __future__ import annotations
 import time
 import warnings
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
-from rnnexp.config import CONF, swept
+from rnnexp.config import swept
 from rnnexp.tensorboard import hparams, log_hparams
 
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
@@ -26,8 +25,8 @@ OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folde
 warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF), config_name="train")  # absolute: also as the rnnexp-train script
 def train(cfg: DictConfig) -> float | None:
+    """The Hydra task: one job of `python -m rnnexp.train` (a single run, or each job of a sweep)."""
     return run.execute(cfg, fit_and_test)
 
 
@@ -98,15 +97,16 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         precision=precision,
         logger=logger,
         callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *(job.plugins if job else [])],
         limit_train_batches=None,  # cut by the datamodule
     )
     return datamodule, module, trainer
 
 
-def main() -> None:
-    run.main(train)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rnnexp.train <argv>` (default: this process's command line); returns the exit code."""
+    return run.main(run.hydra_app(train, "train"), argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

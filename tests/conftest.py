@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import subprocess
+import subprocess as _subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +102,66 @@ TINY = [
 ]
 
 
-def run_train(*overrides: str, data: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real entry point, `python -m rnnexp.train`, as a researcher would."""
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
-    env.pop("HYDRA_FULL_ERROR", None)  # the entry point sets it itself
-    return subprocess.run(
+def run_train(
+    *overrides: str, data: Path, out: Path, timeout: float = 300, subprocess: bool = False
+) -> subprocess.CompletedProcess:
+    """`python -m rnnexp.train <overrides>` as a researcher types it: its exit code and console text.
+    In this process (rnnexp.train.main(argv), as a console script calls it: no 4 s of imports per
+    run) unless `subprocess` (for what needs a process of its own: several devices, signals).
+    `timeout` bounds the subprocess; in process, the per-test time limit does."""
+    env = {"RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(out)}
+    if not subprocess:
+        return cli("rnnexp.train", *overrides, env=env)
+    return _subprocess.run(
         [sys.executable, "-m", "rnnexp.train", *overrides],
         cwd=ROOT,
-        env=env,
+        env=_without_hydra_full_error({**os.environ, **env}),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def _without_hydra_full_error(env: dict) -> dict:
+    env.pop("HYDRA_FULL_ERROR", None)  # the entry point sets it itself
+    return env
+
+
+def cli(module: str, *argv: str, env: dict | None = None) -> _subprocess.CompletedProcess:
+    """An entry point's `main(argv)` (rnnexp.train, rnnexp.evaluate, rnnexp.predict) in this process:
+    its exit code and what it printed, as `python -m <module> <argv>` would give them. Whatever it
+    leaves in global state is undone: the environment, the root logger's handlers (Hydra's job
+    logging), Hydra's global state, torch's threads."""
+    import importlib
+
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    environ, root = dict(os.environ), logging.getLogger()
+    handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
+    os.environ.update(env or {})
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = importlib.import_module(module).main(list(argv))
+            except Exception:  # a bug: a console process would print its traceback and exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        HydraConfig.instance().cfg = None
+        if GlobalHydra.instance().is_initialized():
+            GlobalHydra.instance().clear()
+        torch.set_num_threads(threads)
+        os.environ.clear()
+        os.environ.update(environ)
+    return _subprocess.CompletedProcess([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 
 def trained(*overrides: str, data: Path, out: Path) -> Path:
@@ -226,3 +278,42 @@ def only(paths):
 def record(run_dir: Path) -> dict:
     """A run folder's metrics.json."""
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+# --- the quick subset: pytest -m "not slow" -------------------------------------------------------
+
+# What makes a test slow: it trains, or starts a process (about 4 s of imports each). A test is marked
+# `slow` where its body, or a fixture it uses from its own module or this file, calls one of these;
+# a test may also carry @pytest.mark.slow itself.
+SLOW_CALLS = (
+    "run_train(", "cli(", "entry(", "in_process", "stop_at(", "trained(", "popen_train(", "Popen(",
+    "subprocess.run(", "benchmark(", ".fit(", "start(",
+)  # fmt: skip
+
+
+def _slow(function, module, seen: set) -> bool:
+    import inspect
+
+    if function is None or id(function) in seen:
+        return False
+    seen.add(id(function))
+    function = inspect.unwrap(getattr(function, "__wrapped__", function))
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    if any(call in source for call in SLOW_CALLS):
+        return True
+    names = [*inspect.signature(function).parameters, *re.findall(r"\b(\w+)\(", source)]  # fixtures, functions called
+    return any(_slow(_function(module, n), module, seen) for n in names)
+
+
+def _function(module, name: str):
+    found = getattr(module, name, None) or globals().get(name)
+    return found if callable(found) and getattr(found, "__module__", None) in (module.__name__, __name__) else None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is None and _slow(item.function, item.module, set()):
+            item.add_marker(pytest.mark.slow)

@@ -94,7 +94,7 @@ def main() -> None:
 
     rnnexp.record.RunRecord.update = update_with_points
 
-    rnnexp.train.main()
+    raise SystemExit(rnnexp.train.main())
 
 
 if __name__ == "__main__":

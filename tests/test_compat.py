@@ -4,11 +4,13 @@ update."""
 
 import contextlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from pytorch_lightning.demos.boring_classes import BoringModel
@@ -74,6 +76,18 @@ def test_the_hydra_adapter_fits_the_installed_hydra():
         ret.return_value  # noqa: B018  (the public property re-raises it, which failed_job_error avoids)
 
 
+def test_the_hydra_adapter_runs_a_task_on_the_arguments_it_is_given(tmp_path, capsys):
+    seen = []
+    argv_before = list(sys.argv)
+    with adapter(hydra_compat):
+        hydra_compat.run_hydra(seen.append, ROOT / "conf", "train", ["model=gru", f"hydra.run.dir={tmp_path}"])
+        assert [cfg.model.cell for cfg in seen] == ["gru"]  # the arguments given, not this process's sys.argv
+        hydra_compat.run_hydra(seen.append, ROOT / "conf", "train", ["--cfg", "job", "model=rnn"])
+        assert "cell: rnn" in capsys.readouterr().out and len(seen) == 1  # Hydra's own flags work; no job ran
+    assert sys.argv == argv_before
+    GlobalHydra.instance().clear()
+
+
 def test_the_tensorboard_adapter_fits_the_installed_torch(tmp_path):
     writer = SummaryWriter(tmp_path)
     with adapter(tensorboard):
@@ -99,3 +113,21 @@ def test_private_attributes_of_libraries_are_read_in_the_adapters_only():
         if PRIVATE.search(line.split("#", 1)[0])
     }
     assert found == {}, "move these into rnnexp/compat/<library>.py"
+
+
+# sys.argv or os.environ written: an assignment, an augmented one, or a mutating method
+WRITES = re.compile(
+    r"(sys\.argv|os\.environ)(\[[^\]]*\])?\s*(=[^=]|\+=)|os\.environ\.(pop|update|setdefault|clear)\(|os\.putenv"
+)
+
+
+def test_nothing_under_rnnexp_rewrites_the_command_line_or_the_environment():
+    # One exception, before any job: Hydra is told to let its errors through (HYDRA_FULL_ERROR) as the
+    # process starts, so that rnnexp.run.main can say them in one line.
+    found = {
+        f"{p.relative_to(ROOT)}:{n}": line.strip()
+        for p in [*(ROOT / "rnnexp").rglob("*.py"), *(ROOT / "hydra_plugins").rglob("*.py")]
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if WRITES.search(line.split("#", 1)[0])
+    }
+    assert list(found.values()) == ['os.environ.setdefault("HYDRA_FULL_ERROR", "1")'], found

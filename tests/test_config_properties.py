@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 
 from rnnexp.config import CELLS, INITIALIZERS, METRICS, PRECISIONS, RULES, TRAINER_FLAGS, VIEWS, ConfigError, check
 
+pytestmark = pytest.mark.slow  # property tests: hundreds of generated cases each
+
 # Where a key is a setting only of some options, or is refused together with another setting
 # (dropout with one layer, a relu LSTM, no schedule length): the overrides that make it checkable.
 CONTEXT = {

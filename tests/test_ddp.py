@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_shares_of_an_epoch_split_it_between_processes_and_resume_per_process():
 
 
 def test_ddp_run_trains_half_the_batches_per_process_and_records_once(tmp_path, odd_mnist):
-    result = run_train(*DDP, data=odd_mnist, out=tmp_path)
+    result = run_train(*DDP, data=odd_mnist, out=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((run / "metrics.json").read_text())
@@ -78,7 +79,7 @@ def test_ddp_run_trains_half_the_batches_per_process_and_records_once(tmp_path, 
 
 
 def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
-    result = run_train("-m", *DDP, "model=rnn,gru", data=odd_mnist, out=tmp_path)
+    result = run_train("-m", *DDP, "model=rnn,gru", data=odd_mnist, out=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "runs").exists()  # the other processes ran their job, not a run of their own
     (sweep,) = (tmp_path / "multirun").iterdir()
@@ -112,7 +113,7 @@ def test_sigterm_to_the_first_process_stops_a_sweep_job_at_a_saved_step_and_resu
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM" and 0 < metrics["steps"] < 200
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
-    result = run_train(f"resume={folder}", data=odd_mnist, out=tmp_path, timeout=120)
+    result = run_train(f"resume={folder}", data=odd_mnist, out=tmp_path, timeout=120, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 200 and metrics["attempts"] == 2
@@ -125,7 +126,7 @@ EPOCHS = [*DDP, "trainer.max_epochs=3", "trainer.log_every_n_steps=2", "trainer.
 @pytest.fixture(scope="module")
 def ddp_reference(tmp_path_factory, odd_mnist):
     out = tmp_path_factory.mktemp("ddp_reference")
-    result = run_train(*EPOCHS, data=odd_mnist, out=out)
+    result = run_train(*EPOCHS, data=odd_mnist, out=out, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (out / "runs").iterdir()
     return json.loads((run / "metrics.json").read_text())
@@ -143,8 +144,34 @@ def test_a_ddp_run_stopped_at_an_epochs_end_resumes_on_every_process_to_the_unin
     (run,) = (tmp_path / "runs").iterdir()
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3  # the epoch's end
 
-    resumed = run_train(f"resume={run}", data=odd_mnist, out=tmp_path, timeout=180)  # every rank restores alike
+    resumed = run_train(
+        f"resume={run}", data=odd_mnist, out=tmp_path, timeout=180, subprocess=True
+    )  # every rank restores alike
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test/acc", "test/loss", "val/acc_best", "val/loss", "train/loss", "train/acc", "steps"):
         assert metrics[key] == ddp_reference[key], key
+
+
+def test_a_rank_that_dies_takes_the_run_with_it_recorded_failed(tmp_path, odd_mnist):
+    # Rank 0 would otherwise wait in its next collective for the lost process, forever (gloo's timeout is 30 min).
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    run = [*DDP, "data.batch_size=8", "trainer.max_epochs=50", "callbacks.last.every_n_steps=2"]
+    with open(tmp_path / "console.log", "w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnexp.train", *run], cwd=ROOT, env=env, stdout=console, stderr=console
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (child,) = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # rank 1, started by it
+            os.kill(int(child), signal.SIGKILL)
+            assert proc.wait(timeout=120) == -signal.SIGKILL, (tmp_path / "console.log").read_text()[-3000:]
+        finally:
+            proc.kill()
+    (folder,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["error"].startswith("the process of rank 1 ended with exit code -9")
+    assert "error: the process of rank 1 ended" in (tmp_path / "console.log").read_text()

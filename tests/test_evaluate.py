@@ -2,11 +2,10 @@
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY, learnable_digits, run_train, scalars
+from conftest import TINY, cli, learnable_digits, run_train, scalars
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +17,7 @@ def trained(tmp_path_factory, tiny_mnist):
 
 
 def entry(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return cli(module, *args)  # `python -m <module> <args>`, in this process
 
 
 def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):

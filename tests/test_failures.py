@@ -559,18 +559,16 @@ def test_a_bug_keeps_its_exception_and_is_recorded_as_one(tmp_path, tiny_mnist, 
 
 
 def run_task(task: str, *overrides: str) -> subprocess.CompletedProcess:
-    """The console entry point, rnnexp.run.main around a @hydra.main app, with `task` (the source of
-    a function `task(cfg, job)`) in place of fit_and_test."""
+    """The console entry point, rnnexp.run.main around a Hydra task function, with `task` (the source
+    of a function `task(cfg, job)`) in place of fit_and_test."""
     app = [
-        "import sys, hydra",
+        "import sys",
         "from hydra.utils import instantiate",
         "from rnnexp import run",
         task,
-        f'@hydra.main(version_base="1.3", config_path={str(CONF)!r}, config_name="train")',
-        "def app(cfg):",
+        "def train(cfg):",
         "    return run.execute(cfg, task)",
-        f"sys.argv[1:] = {list(overrides)!r}",
-        "run.main(app)",
+        f"sys.exit(run.main(run.hydra_app(train, 'train'), {list(overrides)!r}))",
     ]
     return subprocess.run([sys.executable, "-c", "\n".join(app)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 

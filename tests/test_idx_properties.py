@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import idx_bytes, write_mnist
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,8 @@ from hypothesis.extra.numpy import arrays
 
 from rnnexp.data.datasets import MNIST
 from rnnexp.data.idx import IdxError, load, read_idx
+
+pytestmark = pytest.mark.slow  # property tests: hundreds of generated cases each
 
 SETTINGS = settings(max_examples=100, deadline=None)
 MAGIC = st.one_of(

@@ -28,7 +28,7 @@ def test_joblib_runs_jobs_in_parallel_with_the_cores_divided_among_them(tmp_path
     # threads=null: the cores divided among the 2 jobs at once; an explicit number wins over that
     # (and over the 1 thread joblib's workers are limited to on 2 cores)
     result = run_train("-m", "hydra/launcher=parallel", "threads=null,2", *TINY, "trainer.max_epochs=1",
-                       data=tiny_mnist, out=tmp_path)  # fmt: skip
+                       data=tiny_mnist, out=tmp_path, subprocess=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
     sweep = only((tmp_path / "multirun").iterdir())
@@ -103,7 +103,7 @@ def test_killing_a_parallel_sweep_stops_its_workers_jobs_saved_and_resume_comple
         assert 0 < stopped["steps"] < 220
     waiting = sweep / "2_seed=3"
     assert not (waiting / "metrics.json").exists()  # never started
-    result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path)
+    result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = [record(job) for job in running]
     assert all(r["status"] == "completed" and r["attempts"] == 2 and r["steps"] == 220 for r in resumed), resumed

@@ -3,10 +3,9 @@ evaluation and predictions must agree with it."""
 
 import json
 import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, run_train
+from conftest import cli, run_train
 
 from rnnexp.data.datasets import MNIST
 from rnnexp.data.idx import load
@@ -21,7 +20,7 @@ def trained(tmp_path_factory, real_mnist):
 
 
 def entry(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return cli(module, *args)  # `python -m <module> <args>`, in this process
 
 
 def test_lstm128_reaches_95_percent_on_the_full_test_set_after_one_epoch(trained):

@@ -47,7 +47,7 @@ def wait(condition, timeout: float, what: str, proc=None):
 
 def test_the_readme_command_runs_on_a_cpu_partition_and_says_how_its_jobs_are(tmp_path, tiny_mnist):
     result = run_train("-m", "hydra/launcher=slurm", "model=rnn,gru", *TINY, "trainer.max_epochs=1",
-                       data=tiny_mnist, out=tmp_path, timeout=300)  # fmt: skip
+                       data=tiny_mnist, out=tmp_path, timeout=300, subprocess=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted((only((tmp_path / "multirun").iterdir())).glob("*_model=*"))
     assert [j.name for j in jobs] == ["0_model=rnn", "1_model=gru"]
@@ -60,7 +60,7 @@ def test_the_readme_command_runs_on_a_cpu_partition_and_says_how_its_jobs_are(tm
 def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(tmp_path, tiny_mnist):
     too_many = 2 * os.cpu_count()  # more than the node has: Slurm keeps it pending (PartitionConfig) for ever
     result = run_train("-m", "hydra/launcher=slurm", "model=rnn,gru", *TINY, f"hydra.launcher.cpus_per_task={too_many}",
-                       data=tiny_mnist, out=tmp_path, timeout=120)  # fmt: skip
+                       data=tiny_mnist, out=tmp_path, timeout=120, subprocess=True)  # fmt: skip
     assert result.returncode == 1
     line = only(line for line in result.stderr.splitlines() if line.startswith("error:"))
     assert line.startswith("error: Slurm job ") and "can never start (PartitionConfig" in line, result.stderr[-2000:]
@@ -80,7 +80,9 @@ def test_a_job_that_can_never_start_ends_the_sweep_in_one_line(tmp_path, tiny_mn
 def test_an_array_sbatch_refuses_is_one_line_naming_the_setting(tmp_path, tiny_mnist, overrides, says):
     if "gpu" in subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True).stdout:
         pytest.skip("this cluster has GPUs")
-    result = run_train("-m", "hydra/launcher=slurm", "model=rnn", *TINY, *overrides, data=tiny_mnist, out=tmp_path)
+    result = run_train(
+        "-m", "hydra/launcher=slurm", "model=rnn", *TINY, *overrides, data=tiny_mnist, out=tmp_path, subprocess=True
+    )
     assert result.returncode == 1
     line = only(line for line in result.stderr.splitlines() if line.strip())
     assert line.startswith("error: sbatch refused the sweep's job array (") and says in line, result.stderr[-2000:]
@@ -97,7 +99,9 @@ def test_a_job_stopped_by_its_time_limit_is_requeued_and_ends_as_the_uninterrupt
     command = [sys.executable, "-m", "rnnexp.train", "-m", "hydra/launcher=slurm", *LONG, *limit]
     sweep = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        reference = run_train(*LONG, data=tiny_mnist, out=tmp_path / "local", timeout=600)  # meanwhile, on this host
+        reference = run_train(
+            *LONG, data=tiny_mnist, out=tmp_path / "local", timeout=600, subprocess=True
+        )  # meanwhile, on this host
         assert reference.returncode == 0, reference.stderr[-3000:]
         console, _ = sweep.communicate(timeout=900)
         assert sweep.returncode == 0, console[-3000:]
@@ -138,7 +142,7 @@ def test_a_stopped_submitter_then_resume_completes_the_sweep_and_submits_no_comp
     wait(lambda: not queued(array), 60, "cancelled job")
     completed = (first / "metrics.json").read_bytes()
 
-    result = run_train(f"resume={first.parent}", data=tiny_mnist, out=tmp_path, timeout=300)
+    result = run_train(f"resume={first.parent}", data=tiny_mnist, out=tmp_path, timeout=300, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 of 2 jobs completed before: not submitted again" in result.stdout
     assert (first / "metrics.json").read_bytes() == completed
@@ -153,7 +157,7 @@ def test_a_two_worker_search_on_the_journal_store_ends_with_exactly_n_trials(tmp
     result = run_train("-m", "hparams_search=optuna", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
                        "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage=journal:///{journal}",
                        "hydra.sweeper.params=null", *TINY, "trainer.max_epochs=1", "model.hidden_size=choice(8,16)",
-                       data=tiny_mnist, out=tmp_path, timeout=600)  # fmt: skip
+                       data=tiny_mnist, out=tmp_path, timeout=600, subprocess=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     trials = optuna.load_study(study_name="rnnexp", storage=storage).get_trials()

@@ -20,3 +20,22 @@ def failed_job_error(ret: JobReturn) -> BaseException | None:
     executing job with overrides" to stderr; the exception itself is only in `_return_value`."""
     err = getattr(ret, "_return_value", None)
     return err if isinstance(err, BaseException) else None
+
+
+def run_hydra(task, config_dir, config_name: str, argv: list[str]) -> None:
+    """What `@hydra.main(version_base="1.3", config_path=config_dir, config_name=...)` does with the
+    command line, given `argv` rather than reading sys.argv: so that an entry point runs on the
+    arguments it is handed (a test's, in process) and nothing rewrites sys.argv. hydra.main has no
+    such parameter; its parser and runner are hydra._internal.utils' get_args_parser and _run_hydra."""
+    from hydra import version
+    from hydra._internal.utils import _run_hydra, get_args_parser
+
+    version.setbase(VERSION)
+    parser = get_args_parser()
+    _run_hydra(
+        args=parser.parse_args(argv),
+        args_parser=parser,
+        task_function=task,
+        config_path=str(config_dir),
+        config_name=config_name,
+    )
