@@ -234,7 +234,10 @@ def load(path: str | os.PathLike, map_location=None) -> dict:
 
 
 # The settings that decide the shapes of a model's weights.
-SHAPE_KEYS = ("model.cell", "model.hidden_size", "model.layers", "model.bidirectional", "model.input_projection")
+SHAPE_KEYS = (
+    "model.cell", "model.hidden_size", "model.layers", "model.bidirectional", "model.input_projection",
+    "model.cell_args",
+)  # fmt: skip
 
 
 def load_weights(path: str | os.PathLike, model: torch.nn.Module, config: dict) -> None:

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +25,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 
 # Mirrors of names defined next to the code that uses them (tests keep the two in step); kept here
 # so that checking a config does not import torch.
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru")  # the fused kernels (rnnexp.models.classifier.CORES)
+STEPWISE_CELLS = ("lstm_stepwise", "lstm_peephole", "lnlstm", "indrnn", "cornn", "lem")  # rnnexp.models.cells.CELLS
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
 VIEWS = ("rows", "columns", "pixels", "permuted")
 DATASETS = ("mnist", "fashion_mnist")
@@ -50,7 +51,7 @@ SETTINGS = {
     ),
     "rnnexp.models.classifier.SequenceClassifier": (
         "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
-        "input_projection", "init", "readout_init", "projection_init",
+        "input_projection", "init", "readout_init", "projection_init", "cell_args", "residual",
     ),
     "torch.optim.Adam": (
         "lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
@@ -163,7 +164,12 @@ RULES = {
     "data.shift": _integer(0, 27),
     "data.permutation_seed": _integer(0, 2**32 - 1),  # NumPy's RandomState takes uint32 seeds
     "data.download": _BOOL,
-    "model.cell": _one_of(*CELLS),
+    "model.cell": (  # a dotted path's class and its cell_args are checked where the model is built (models.recurrent)
+        lambda v: isinstance(v, str) and (v in CELLS + STEPWISE_CELLS or re.fullmatch(r"(\w+\.)+\w+", v) is not None),
+        f"one of {', '.join(CELLS + STEPWISE_CELLS)}, or the dotted path of a cell class (my_cells.MinimalGRU)",
+    ),
+    "model.cell_args": (lambda v: isinstance(v, Mapping), "the cell's settings, e.g. {dt: 0.5}"),
+    "model.residual": _BOOL,
     "model.hidden_size": _integer(1),
     "model.layers": _integer(1),
     "model.bidirectional": _BOOL,
@@ -359,6 +365,18 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         raise ConfigError(
             f"model.forget_bias={model.forget_bias}: only model.cell=lstm has a forget gate; leave it at 0"
         )
+    if model.cell in CELLS and (model.get("residual") or model.get("cell_args")):  # absent in older runs' configs
+        key = "model.residual=true" if model.residual else f"model.cell_args={_show(model.cell_args)}"
+        raise ConfigError(
+            f"{key}: only a step-wise cell takes it; model.cell={model.cell} is a fused kernel (for an LSTM's step "
+            "by step use model.cell=lstm_stepwise)"
+        )
+    if model.cell not in CELLS and "init" in model and model.init != "default":
+        raise ConfigError(
+            f"model.init={model.init}: model.cell={model.cell} starts from its own initialization; leave it at default"
+        )
+    if model.get("residual") and model.layers == 1:
+        raise ConfigError("model.residual=true: residual connections join stacked layers; set model.layers >= 2")
     if model.dropout and model.layers == 1:
         raise ConfigError(
             f"model.dropout={model.dropout}: dropout acts between layers; set model.layers >= 2 or dropout 0"

@@ -50,8 +50,11 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
         return {k: v for k, v in node.items() if not k.startswith("_")}
 
     trainer = cfg["trainer"]
+    model = arguments(cfg["model"])
+    cell_args = model.pop("cell_args", None) or {}  # a step-wise cell's own settings, each a setting here
     settings = {
-        **{f"model/{k}": v for k, v in arguments(cfg["model"]).items()},
+        **{f"model/{k}": v for k, v in model.items()},
+        **{f"model/cell_args/{k}": v for k, v in cell_args.items()},
         "data/dataset": cfg["data"].get("dataset"),
         "data/view": cfg["data"]["view"],
         "data/permutation_seed": cfg["data"].get("permutation_seed") if cfg["data"]["view"] == "permuted" else None,
@@ -68,7 +71,7 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
         "seed": cfg.get("seed"),
         "experiment": experiment,
     }
-    return {k: str(v) if isinstance(v, (list, tuple)) else v for k, v in settings.items() if v is not None}
+    return {k: str(v) if isinstance(v, (list, tuple, dict)) else v for k, v in settings.items() if v is not None}
 
 
 @rank_zero_only

@@ -19,12 +19,24 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
-from rnnexp.config import PRECISIONS, RULES, SETTINGS, TRAINER_FLAGS, ConfigError, check, null_group
+from rnnexp.config import (
+    CELLS,
+    PRECISIONS,
+    RULES,
+    SETTINGS,
+    STEPWISE_CELLS,
+    TRAINER_FLAGS,
+    ConfigError,
+    check,
+    null_group,
+)
 from rnnexp.data.datamodule import SequenceDataModule
 from rnnexp.data.datasets import DATASETS, FASHION_MNIST
+from rnnexp.models.cells import CELLS as STEPWISE
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
 
+MODELS = "cornn, gru, indrnn, lem, lnlstm, lstm, lstm_peephole, lstm_stepwise, rnn"  # conf/model/'s options
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
 
 
@@ -58,7 +70,9 @@ def test_data_and_model_configs_build_what_they_name(tmp_path, tiny_mnist):
     assert x.shape == (128, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     for cell in options("model"):
         model = instantiate(composed(tmp_path, f"model={cell}").model, input_size=28, num_classes=10)
-        assert isinstance(model, SequenceClassifier) and model.core.mode.lower().startswith(cell)
+        assert isinstance(model, SequenceClassifier)
+        fused = cell in CELLS
+        assert model.core.mode.lower().startswith(cell) if fused else isinstance(model.core.cells[0], STEPWISE[cell])
         assert model(x).shape == (128, 10)
 
 
@@ -121,7 +135,7 @@ def test_the_slurm_preset_asks_for_gpus_only_where_the_trainer_trains_on_them(tm
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["model=transformer"], "model=transformer: no such option; choose one of gru, lstm, rnn"),
+        (["model=transformer"], f"model=transformer: no such option; choose one of {MODELS}"),
         (["model.layers=0"], "model.layers=0: must be an integer >= 1"),
         (["model.layers=abc"], "model.layers=abc: must be an integer >= 1"),
         (["model.hidden_size=-3"], "model.hidden_size=-3: must be an integer >= 1"),
@@ -135,7 +149,7 @@ def test_the_slurm_preset_asks_for_gpus_only_where_the_trainer_trains_on_them(tm
         # a near miss of a real key or group says which, instead of Hydra's advice to add it with +
         (["model.hidden=3"], "model.hidden: not a setting of model (SequenceClassifier); did you mean model.hidden_"),
         (["+optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
-        (["model=lsmt"], "model=lsmt: no such option; choose one of gru, lstm, rnn; did you mean model=lstm?"),
+        (["model=lsmt"], "lstm_peephole, lstm_stepwise, rnn; did you mean model=lstm?"),
         # what a sweep alone does, asked of a single run; the settings of a sweep that no job holds
         (["hparams_search=optuna"], "hparams_search=optuna: a search runs its trials as a sweep, which needs -m"),
         (
@@ -238,7 +252,7 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         ),
         (["trainer.accumulate_grad_batches=4"], "use a larger data.batch_size instead"),
         # groups a run cannot do without
-        (["~model"], "model: none chosen; choose one of gru, lstm, rnn (model=<option>)"),
+        (["~model"], f"model: none chosen; choose one of {MODELS} (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, adamw, rmsprop, sgd"),
         (["data.root=null"], "data.root=null: must be a folder"),
         (["data.root=''"], "data.root='': must be a folder"),
@@ -352,7 +366,8 @@ def test_settings_are_the_constructors_arguments():
 
 def test_model_options_share_one_base_that_is_not_an_option(tmp_path):
     base = OmegaConf.load(CONF / "model_base.yaml")
-    assert options("model") == ["gru", "lstm", "rnn"]  # conf/model/ holds the options, and only them
+    # conf/model/ holds the options, and only them: the fused kernels and the built-in step-wise cells
+    assert options("model") == sorted(CELLS + STEPWISE_CELLS)
     for cell in options("model"):
         own = OmegaConf.load(CONF / "model" / f"{cell}.yaml")
         assert set(own) == {"defaults", "cell"} and own.cell == cell  # every other key is written once, in the base
@@ -411,7 +426,7 @@ def test_every_boolean_key_in_conf_is_checked():
         ),
         (["model.layers=2", "logger=null"], "logger=null: .*; to run without one, drop the group with ~logger"),
         (["callbacks=null"], "callbacks=null: .*; to run without one, drop the group with ~callbacks"),
-        (["model=null"], "model=null: .*; choose one of gru, lstm, rnn"),
+        (["model=null"], f"model=null: .*; choose one of {MODELS}"),
         (["-m", "scheduler=null,cosine"], "scheduler=null: .*; for no scheduler use scheduler=none"),
         (["--cfg", "job", "optimizer=null"], "optimizer=null: .*; choose one of adam, adamw, rmsprop, sgd"),
     ],

@@ -15,7 +15,18 @@ from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from rnnexp.config import CELLS, INITIALIZERS, METRICS, PRECISIONS, RULES, TRAINER_FLAGS, VIEWS, ConfigError, check
+from rnnexp.config import (
+    CELLS,
+    INITIALIZERS,
+    METRICS,
+    PRECISIONS,
+    RULES,
+    STEPWISE_CELLS,
+    TRAINER_FLAGS,
+    VIEWS,
+    ConfigError,
+    check,
+)
 
 pytestmark = pytest.mark.slow  # property tests: hundreds of generated cases each
 
@@ -23,6 +34,8 @@ pytestmark = pytest.mark.slow  # property tests: hundreds of generated cases eac
 # (dropout with one layer, a relu LSTM, no schedule length): the overrides that make it checkable.
 CONTEXT = {
     "model.dropout": ["model.layers=2"],
+    "model.residual": ["model=lnlstm", "model.layers=2"],  # only step-wise cells, between layers
+    "model.cell_args": ["model=lnlstm"],
     "model.nonlinearity": ["model=rnn"],
     "optimizer.momentum": ["optimizer=sgd"],
     "optimizer.dampening": ["optimizer=sgd"],
@@ -62,6 +75,8 @@ KINDS = {
     "trainer.precision": STR + INT,
     "ckpt_path": STR + NONE,
     "optimizer.betas": LIST,
+    "model.cell_args": (dict,),
+    "model.residual": BOOL,
 }
 
 
@@ -78,7 +93,7 @@ NUMBERS = st.one_of(
     st.sampled_from([0.0, -0.0, 0.5, 0.999, 1.0, 1.5, 1e-3, math.nan, math.inf, -math.inf]),
 )
 WORDS = sorted(
-    {*CELLS, *INITIALIZERS, *VIEWS, *METRICS, *(p for p in PRECISIONS if isinstance(p, str))}
+    {*CELLS, *STEPWISE_CELLS, *INITIALIZERS, *VIEWS, *METRICS, *(p for p in PRECISIONS if isinstance(p, str))}
     | {"tanh", "relu", "warn", "", " ", "???", "5", "1e-3", "true", "null", "nan", "data", "/tmp"}
 )
 TEXT = st.one_of(st.sampled_from(WORDS), st.text(st.characters(codec="ascii", exclude_characters="'\\$"), max_size=8))

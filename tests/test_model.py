@@ -7,6 +7,7 @@ from torch import nn
 from rnnexp import config
 from rnnexp.data.datamodule import VIEWS
 from rnnexp.data.datasets import DATASETS
+from rnnexp.models.cells import CELLS
 from rnnexp.models.classifier import CORES, SequenceClassifier
 from rnnexp.models.init import INITIALIZERS
 
@@ -14,6 +15,7 @@ from rnnexp.models.init import INITIALIZERS
 def test_config_checks_know_the_same_names_as_the_code():
     assert tuple(INITIALIZERS) == config.INITIALIZERS
     assert tuple(CORES) == config.CELLS
+    assert tuple(CELLS) == config.STEPWISE_CELLS
     assert tuple(VIEWS) == config.VIEWS
     assert tuple(DATASETS) == config.DATASETS
 

@@ -13,7 +13,7 @@ from rnnexp.tensorboard import hparams
 
 # Every model setting (input_projection is null unless set, and left out), then the training's.
 MODEL = {f"model/{k}" for k in "cell hidden_size layers bidirectional dropout nonlinearity forget_bias".split()}
-MODEL |= {"model/init", "model/readout_init", "model/projection_init"}
+MODEL |= {"model/init", "model/readout_init", "model/projection_init", "model/residual"}  # cell_args: none set
 TRAINING = {"data/dataset", "data/view", "data/batch_size", "optimizer/name", "optimizer/lr", "optimizer/weight_decay"}
 TRAINING |= {"scheduler/name", "trainer/precision", "trainer/max_epochs", "trainer/max_steps", "grad_clip", "seed"}
 TRAINING |= {"data/shift", "label_smoothing"}

@@ -1,10 +1,14 @@
-"""A sequence classifier: optional input projection -> fused recurrent core -> linear readout."""
+"""A sequence classifier: optional input projection -> recurrent core -> linear readout.
+
+The core is a fused kernel (nn.RNN/LSTM/GRU) for `cell` rnn, lstm and gru, else any cell run step by
+step (rnnexp.models.recurrent: a built-in name of rnnexp.models.cells or a class's dotted path)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from rnnexp.models import recurrent
 from rnnexp.models.init import initialize
 
 CORES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -17,6 +21,9 @@ class SequenceClassifier(nn.Module):
     BasicLSTMCell adds 1.0 (and Keras's `unit_forget_bias`). For a bidirectional core the readout
     sees the forward direction's last step and the backward direction's last step (the first
     time step), concatenated.
+
+    A step-wise cell takes its own settings from `cell_args` and starts from its own
+    initialization; `residual` adds each layer's input to its output above the first layer.
     """
 
     def __init__(
@@ -34,20 +41,30 @@ class SequenceClassifier(nn.Module):
         init: str = "default",
         readout_init: str = "default",
         projection_init: str = "default",
+        cell_args: dict | None = None,
+        residual: bool = False,
     ):
         super().__init__()
         self.projection = nn.Linear(input_size, input_projection) if input_projection else nn.Identity()
-        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
-        self.core = CORES[cell](
-            input_projection or input_size,
-            hidden_size,
-            num_layers=layers,
-            batch_first=True,
-            dropout=dropout if layers > 1 else 0.0,
-            bidirectional=bidirectional,
-            **extra,
-        )
-        self.readout = nn.Linear(hidden_size * (2 if bidirectional else 1), num_classes)
+        if cell in CORES:
+            extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+            self.core = CORES[cell](
+                input_projection or input_size,
+                hidden_size,
+                num_layers=layers,
+                batch_first=True,
+                dropout=dropout if layers > 1 else 0.0,
+                bidirectional=bidirectional,
+                **extra,
+            )
+            width = hidden_size * (2 if bidirectional else 1)
+        else:  # its own initialization: rnnexp.config refuses another `init` for it
+            self.core = recurrent.build(
+                cell, cell_args, input_projection or input_size, hidden_size,
+                layers=layers, bidirectional=bidirectional, dropout=dropout, residual=residual,
+            )  # fmt: skip
+            width = self.core.output_size
+        self.readout = nn.Linear(width, num_classes)
         initialize(self.core, init)
         initialize(self.readout, readout_init)
         if input_projection:
@@ -59,6 +76,8 @@ class SequenceClassifier(nn.Module):
                         p[hidden_size : 2 * hidden_size] += forget_bias  # gate order: i, f, g, o
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.core, recurrent.Recurrent):
+            return self.readout(self.core.last(self.core(self.projection(x))))
         _, state = self.core(self.projection(x))
         h = state[0] if isinstance(state, tuple) else state  # LSTM returns (h, c)
         directions = 2 if self.core.bidirectional else 1
