@@ -38,6 +38,35 @@ def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):
     assert {"verdict/confusion_matrix", "verdict/misclassified", "val/samples"} <= set(images)
     assert "val/acc" in scalars(trained)  # the run's own TensorBoard, not another one
 
+    # what was evaluated, before the per-class lines; then the most frequent confusions, as the matrix has them
+    out = result.stdout.splitlines()
+    assert out[:4] == [
+        f"run folder  {trained}",
+        f"checkpoint  {checkpoint}",
+        f"data        mnist, view rows, {evaluation['test_images']} test images in {evaluation['data']['root']}",
+        f"accuracy    {100 * recorded:.2f}% ({round(recorded * evaluation['test_images'])} of "
+        f"{evaluation['test_images']} right)",
+    ]
+    assert out[4] == "per class:" and out[5].startswith("  0  ") and out[15].startswith("most frequent confusions")
+    matrix = evaluation["confusion_matrix"]
+    mistakes = sorted((-matrix[i][j], i, j) for i in range(10) for j in range(10) if i != j and matrix[i][j])[:5]
+    assert out[16 : 16 + len(mistakes)] == [f"  {i} -> {j}: {-count}" for count, i, j in mistakes]
+
+
+def test_the_confusion_matrix_is_coloured_by_each_true_class_share_on_a_log_scale():
+    import torch
+
+    from rnnexp.evaluate import confusion_figure, confusions
+
+    counts = torch.tensor([[990, 10, 0], [1, 98, 1], [0, 50, 50]])
+    figure = confusion_figure(counts, ["a", "b", "c"], 0.95)
+    (image,) = figure.axes[0].images
+    shares = np.asarray(image.get_array())
+    assert shares[0, 1] == pytest.approx(0.01) and shares[1, 0] == pytest.approx(0.01)  # 10 of 1000 = 1 of 100
+    assert shares[2, 2] == pytest.approx(0.5) and shares[0, 0] == pytest.approx(0.99)
+    assert type(image.norm).__name__ == "LogNorm"  # a share of 0.01 is not drawn as white beside 0.99
+    assert confusions(counts, ["a", "b", "c"], top=3) == ["c -> b: 50", "a -> b: 10", "b -> a: 1"]
+
 
 @pytest.mark.parametrize(
     "args, message",
