@@ -98,8 +98,8 @@ def test_predict_reads_any_image_and_names_the_broken_one(trained, tmp_path):
     Image.fromarray(images[0]).save(white_on_black)
     black_on_white = tmp_path / "black_on_white.png"
     Image.fromarray(255 - images[1]).save(black_on_white)
-    colour_larger = tmp_path / "colour_larger.jpg"  # 3x larger, in red, as a JPEG
-    rgb = np.stack([images[2], images[2] // 4, images[2] // 4], axis=-1).repeat(3, axis=0).repeat(3, axis=1)
+    colour_larger = tmp_path / "colour.jpg"  # in red, as a JPEG (scaling is for real digits: tests/test_mnist.py)
+    rgb = np.stack([images[2], images[2] // 4, images[2] // 4], axis=-1)
     Image.fromarray(rgb.astype(np.uint8)).save(colour_larger, quality=95)
     broken = tmp_path / "broken.png"
     broken.write_text("not an image\n")
@@ -147,7 +147,7 @@ def test_predict_names_an_image_too_large_to_decode_and_classifies_the_others(tr
     assert guesses == {str(first): str(labels[0]), str(last): str(labels[1])}
 
 
-def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_path):
+def test_predict_takes_a_28x28_image_as_prepared_and_inverts_a_drawing(tmp_path):
     from PIL import Image
 
     from rnnexp.predict import read_image
@@ -157,12 +157,39 @@ def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_pat
     assert np.array_equal(read_image(tmp_path / "digit.png"), images[0])  # 28x28 light on dark: unchanged
     Image.fromarray(255 - images[0]).save(tmp_path / "drawing.png")
     assert np.array_equal(read_image(tmp_path / "drawing.png"), images[0])  # dark on light: inverted
-    wide = np.zeros((28, 56), dtype=np.uint8)
-    wide[:, 14:42] = images[0]
-    Image.fromarray(wide).save(tmp_path / "wide.png")  # padded to a square with its background, then scaled
-    scaled = read_image(tmp_path / "wide.png")
-    assert scaled.shape == (28, 28) and scaled[:6].max() <= 10 and scaled[-6:].max() <= 10  # bands of padding
-    assert scaled[7:21].max() > 100  # the image, half its size, between them
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_predict_prepares_an_image_as_mnist_was_prepared(tmp_path, dark_on_light):
+    from PIL import Image
+
+    from rnnexp.predict import read_image
+
+    canvas = np.zeros((80, 200), dtype=np.uint8)  # wide, the stroke off-centre: 40 high, 10 wide
+    canvas[5:45, 150:160] = 200
+    Image.fromarray(255 - canvas if dark_on_light else canvas).save(tmp_path / "wide.png")
+    prepared = read_image(tmp_path / "wide.png")
+    rows, columns = np.nonzero(prepared > 25)
+    # cropped to the ink and scaled to fit 20x20 keeping its aspect ratio: 20 high, 5 wide, at full contrast
+    assert rows.max() - rows.min() + 1 == 20 and columns.max() - columns.min() + 1 == 5 and prepared.max() == 255
+    ys, xs = np.indices(prepared.shape)
+    mass = prepared.sum()
+    centre = ((ys * prepared).sum() / mass, (xs * prepared).sum() / mass)
+    assert centre == pytest.approx((13.5, 13.5), abs=0.51)  # placed in 28x28 by its centre of mass
+
+
+def test_predict_scales_16_bit_images_rather_than_clipping_them(tmp_path):
+    from PIL import Image
+
+    from rnnexp.predict import read_image
+
+    canvas = np.zeros((60, 90), dtype=np.uint8)
+    canvas[10:50, 20:30], canvas[10:20, 30:60] = 120, 250  # two gray levels: clipped at 255, they would be one
+    Image.fromarray(canvas).save(tmp_path / "8bit.png")
+    Image.fromarray(canvas.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+    assert Image.open(tmp_path / "16bit.png").mode == "I;16"
+    eight = read_image(tmp_path / "8bit.png")
+    assert np.array_equal(read_image(tmp_path / "16bit.png"), eight) and len(np.unique(eight[eight > 50])) > 2
 
 
 def test_evaluate_on_another_data_set_keeps_the_runs_view(trained, tiny_mnist):
