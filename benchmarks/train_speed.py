@@ -35,12 +35,11 @@ from pathlib import Path  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from rnnexp.module import schedule  # noqa: E402
+from rnnexp.module import cross_entropies, schedule  # noqa: E402
 from rnnexp.train import build  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -124,9 +123,10 @@ def plain_epoch(cfg, datamodule, steps: int, device: str) -> float:
     for i in range(steps):
         idx = order[i * size : (i + 1) * size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=cfg.label_smoothing)
+            # the objective, and the plain cross-entropy rnnexp logs as train/loss: the same work on both sides
+            objective, _ = cross_entropies(model(x[idx]), y[idx], cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

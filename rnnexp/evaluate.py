@@ -128,12 +128,27 @@ def evaluate(argv: list[str]) -> dict:
     except OSError as err:  # a full disk, a run folder this user may not write to
         raise cannot_write(err.filename or out, err, elsewhere=None) from err
 
-    print(f"{file}\ntest accuracy {accuracy:.4f} on {len(y)} test images in {config['data']['root']}")
+    data = config["data"]
+    print(f"run folder  {run_dir}")
+    print(f"checkpoint  {in_run(file, run_dir)}")
+    print(f"data        {data.get('dataset', 'mnist')}, view {data['view']}, {len(y)} test images in {data['root']}")
+    print(f"accuracy    {100 * accuracy:.2f}% ({int((predicted == y).sum())} of {len(y)} right)")
+    print("per class:")
     width = max(len(c) for c in datamodule.classes)
     for name, acc, count in zip(datamodule.classes, per_class, confusion.sum(1).tolist()):
-        print(f"  {name:<{width}}  {acc:.4f}  ({count} images)")
+        print(f"  {name:<{width}}  {100 * acc:6.2f}%  ({count} images)")
+    print("most frequent confusions (true -> predicted: images):")
+    print("\n".join(f"  {line}" for line in confusions(confusion, datamodule.classes)) or "  none")
     print(f"wrote {out / 'evaluation.json'}, {out / 'confusion_matrix.png'}, {out / 'misclassified.png'}")
     return result
+
+
+def confusions(confusion, classes: list[str], top: int = 5) -> list[str]:
+    """The `top` most frequent mistakes, `true -> predicted: count`, most first (ties in class order)."""
+    n = len(classes)
+    pairs = [(confusion[i, j].item(), i, j) for i in range(n) for j in range(n) if i != j and confusion[i, j] > 0]
+    pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
+    return [f"{classes[i]} -> {classes[j]}: {count}" for count, i, j in pairs[:top]]
 
 
 def datamodule_for(config: dict):
@@ -149,15 +164,24 @@ def confusion_figure(confusion, classes: list[str], accuracy: float):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
 
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n), layout="constrained")
-    ax.imshow(confusion.numpy(), cmap="Blues")
-    top = confusion.max().item()
+    # Coloured by the share of each true class (row-normalised) on a log scale: at 99% accuracy the
+    # diagonal is ~1 and the mistakes ~0.001-0.01, which a linear scale would leave all white.
+    shares = confusion.double() / confusion.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * n, 0.8 + 0.6 * n), layout="constrained")
+    floor = 1e-4  # below one image in 10,000: drawn as the lightest colour
+    shown = ax.imshow(shares.clamp(min=floor).numpy(), cmap="Blues", norm=LogNorm(vmin=floor, vmax=1))
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8, label="share of the true class (log scale)")
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.001, not 10^-3
     for (i, j), count in zip([(i, j) for i in range(n) for j in range(n)], confusion.flatten().tolist()):
         if count:
-            ax.text(j, i, count, ha="center", va="center", fontsize=7, color="white" if count > top / 2 else "black")
-    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=f"accuracy {accuracy:.4f}")
+            dark = shares[i, j] > 0.1
+            ax.text(j, i, count, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    title = f"accuracy {100 * accuracy:.2f}%; counts, coloured by share of the row"
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
     ax.set_xticklabels(classes, rotation=45, ha="right")
     ax.set_yticklabels(classes)
     return fig

@@ -39,8 +39,25 @@ def schedule(factory: partial, optimizer: torch.optim.Optimizer, steps: int):
         ) from None
 
 
+def cross_entropies(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The objective a training step optimizes and the loss it reports, from one log-softmax: the
+    cross-entropy with `label_smoothing` (F.cross_entropy's, written out as torch computes it: the same
+    value and gradient, bit for bit, in float32 and under bfloat16 autocast) and the plain
+    cross-entropy, the quantity val/loss and test/loss measure. They are one tensor without smoothing."""
+    logp = F.log_softmax(logits.float(), -1)  # float32 under autocast too, as F.cross_entropy computes it
+    loss = F.nll_loss(logp, y)
+    if not label_smoothing:
+        return loss, loss
+    uniform = -logp.sum(-1).mean() * (label_smoothing / logits.shape[-1])
+    return (1 - label_smoothing) * loss + uniform, loss
+
+
 class ClassifierModule(pl.LightningModule):
     """Cross-entropy training with accuracy for train, validation and test.
+
+    `train/loss` is the plain cross-entropy, the quantity `val/loss` is, whatever `label_smoothing`
+    is; with label smoothing the objective optimized (larger: it also pays for confident logits) is
+    logged apart, as `train/objective`.
 
     The training step is kept lean (benchmarks/train_speed.py measures it against a plain loop).
     Lightning's fixed cost per training step (hooks, progress; README "Speed") is paid once for
@@ -83,7 +100,7 @@ class ClassifierModule(pl.LightningModule):
         # Training loss and accuracy: plain running sums on the device, read once per logging
         # interval. (A torchmetrics update costs ~40 us a step; these cost ~10 us, and no sync.)
         # Not a buffer: DDP would overwrite every process's sums with rank 0's before each step.
-        self.train_sums = torch.zeros(2)  # loss sum, correct; moved to the device in on_fit_start
+        self.train_sums = torch.zeros(3)  # loss sum, correct, objective sum; moved to the device in on_fit_start
         self._train_steps = self._train_seen = 0
 
     def __setattr__(self, name: str, value) -> None:
@@ -116,15 +133,17 @@ class ClassifierModule(pl.LightningModule):
             if 0 < max_steps <= self.global_step:
                 break
             logits = self.model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            objective, loss = cross_entropies(logits, y, self.label_smoothing)
             if self._lean is not None:
-                self._lean.step(loss)
+                self._lean.step(objective)
             else:
-                self._step(loss)
+                self._step(objective)
             if scheduler is not None:
                 scheduler.step()
-            self.train_sums[0] += loss.detach()
-            self.train_sums[1] += (logits.detach().argmax(-1) == y).sum()
+            sums = self.train_sums
+            sums[0] += loss.detach()
+            sums[1] += (logits.detach().argmax(-1) == y).sum()
+            sums[2] += objective.detach()
             self._train_steps, self._train_seen = self._train_steps + 1, self._train_seen + len(y)
             if self.global_step % every == 0:
                 self._log_train()
@@ -150,11 +169,11 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         if self._train_steps:  # a NaN is caught at each epoch's end too, however short the run
-            loss_sum, _, steps, _ = self._train_totals()
+            loss_sum, _, _, steps, _ = self._train_totals()
             self._check_finite(loss_sum / steps)
 
     def _train_totals(self) -> list[float]:
-        """Loss sum, correct, steps and examples of the logging interval so far, summed over the
+        """Loss sum, correct, objective sum, steps and examples of the logging interval so far, summed over the
         processes with several devices (one small all-reduce per interval, on every process at
         the same step), so that the curve and the divergence check are the run's, on every rank."""
         totals = torch.cat([self.train_sums, self.train_sums.new_tensor([self._train_steps, self._train_seen])])
@@ -170,10 +189,12 @@ class ClassifierModule(pl.LightningModule):
             )
 
     def _log_train(self) -> None:
-        loss_sum, correct, steps, seen = self._train_totals()
+        loss_sum, correct, objective_sum, steps, seen = self._train_totals()
         loss, acc = loss_sum / steps, correct / seen
         self._check_finite(loss)
         metrics = {"train/loss": loss, "train/acc": acc, "train/lr": self.optimizers().param_groups[0]["lr"]}
+        if self.label_smoothing:
+            metrics["train/objective"] = objective_sum / steps
         # Written now, not at Lightning's step end, so that a checkpoint taken after this step finds
         # it flushed (see on_save_checkpoint). The step is the one Lightning gives the validation
         # metrics of the same batch: the batches stepped before this one.
@@ -205,10 +226,10 @@ class ClassifierModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every process saves (Lightning writes rank 0's): the sums of all of them, which a resumed
         # run gives back to rank 0 alone.
-        loss_sum, correct, steps, seen = self._train_totals()
+        loss_sum, correct, objective_sum, steps, seen = self._train_totals()
         checkpoint["module_state"] = {
             "val_acc_best": self.val_acc_best,
-            "train_sums": [loss_sum, correct],
+            "train_sums": [loss_sum, correct, objective_sum],
             "train_steps": int(steps),
             "train_seen": int(seen),
         }
@@ -227,7 +248,10 @@ class ClassifierModule(pl.LightningModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         self._train_steps = state["train_steps"] // world
         if rank == 0:
-            self.train_sums.copy_(torch.tensor(state["train_sums"]))
+            sums = state["train_sums"]
+            if len(sums) == 2:  # written before train/objective: its loss sum was the objective's
+                sums = [sums[0], sums[1], sums[0]]
+            self.train_sums.copy_(torch.tensor(sums))
             self._train_seen = state["train_seen"]
 
     def test_step(self, batch, batch_idx):

@@ -64,7 +64,8 @@ def summarize(sweep_dir: str | Path, metric: str) -> dict:
         log.info(f"  {f['job']} failed ({f['reason']}): {f['error'][:300]}")
     if scored:
         value, name = (min if "loss" in metric else max)(scored)
-        summary["best"] = {"job": name, metric: value}
+        # to the precision the metric carries (an accuracy over 10,000 images: 4 decimals), not float32's noise
+        summary["best"] = {"job": name, metric: round(value, 4)}
         if not (sweep_dir / STUDY_RESULTS).exists():  # a search printed its study's best: one Best line
             log.info(f"Best: {name}, {metric}={value:.4f}")
     try:

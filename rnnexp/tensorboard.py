@@ -9,7 +9,11 @@ summary is written (the one `hp.hparams_config` writes, and Lightning's `log_hyp
 given metrics), because TensorBoard takes one run's experiment summary for all runs in view: that
 run's setting names only, none marked as differing, and only the metrics it names. Without it
 TensorBoard lists the settings of every run, those a sweep varies first, and takes every scalar of
-a run as a metric at its last value (for `val/acc_best`, the best).
+a run as a metric at its last value (for `val/acc_best`, the best): every scalar of the run folder
+and of the folders below it. So the session (the settings) is written into a folder of its own below
+the run, `hparams/`, beside the only metrics a comparison needs (COMPARED: the best and the final
+validation accuracy, the final validation loss, the test accuracy) at their final values: the
+HParams tab lists those four (it ticks the first five), not the training curves or the learning rate.
 
 Time Series tab: cards are grouped by the first part of their tags, the groups sorted by name, and
 the first two groups open. Lightning adds an `epoch` scalar to every write, and the test metrics
@@ -74,16 +78,23 @@ def hparams(cfg: dict, experiment: str | None = None) -> dict[str, bool | int | 
     return {k: str(v) if isinstance(v, (list, tuple, dict)) else v for k, v in settings.items() if v is not None}
 
 
+HPARAMS_RUN = "hparams"  # the folder below a run's that holds its HParams session and metrics
+COMPARED = ("val/acc_best", "val/acc", "val/loss", "test/acc")  # the HParams tab's metrics, as the run names them
+
+
 @rank_zero_only
-def log_hparams(logger: LightningTensorBoardLogger, settings: dict, step: int = 0) -> None:
-    """Write a completed run's settings to its event file for the HParams tab (its session start
-    and end, status success), naming no metrics: TensorBoard takes the run's scalars as metrics.
-    At the run's last `step`: an attempt killed after writing them is purged from there by the
-    attempt that resumes it, which writes them again."""
+def log_hparams(logger: LightningTensorBoardLogger, settings: dict, metrics: dict, step: int = 0) -> None:
+    """Write a completed run's settings for the HParams tab (its session start and end, status
+    success), naming no metrics in them, into `hparams/` below the run's folder, with the run's final
+    `metrics` among COMPARED as scalars there (under the run's tags: `verdict/test_acc`): the
+    metrics TensorBoard takes for the session. At the run's last `step`, and that writer purges
+    from there: what an attempt killed after writing them left is hidden by the attempt that resumes
+    it, which writes them again."""
     if not isinstance(logger, LightningTensorBoardLogger):  # e.g. Lightning's stand-in under fast_dev_run
         return
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
+    from torch.utils.tensorboard import SummaryWriter
 
     # trial_id "": no group name, so the table names the run by its folder and never merges two
     # runs with equal settings into one row.
@@ -92,9 +103,18 @@ def log_hparams(logger: LightningTensorBoardLogger, settings: dict, step: int = 
     info = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=info))
     end.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR)
-    writer = file_writer(logger.experiment)
-    writer.add_summary(start, global_step=step)
-    writer.add_summary(end, global_step=step)
+    folder = Path(logger.log_dir) / HPARAMS_RUN
+    with writing(folder):
+        scalars = SummaryWriter(str(folder), purge_step=step)
+        try:
+            writer = file_writer(scalars)
+            writer.add_summary(start, global_step=step)
+            for key in COMPARED:
+                if metrics.get(key) is not None:
+                    scalars.add_scalar(tag(key), float(metrics[key]), global_step=step)
+            writer.add_summary(end, global_step=step)
+        finally:
+            scalars.close()
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -120,14 +140,18 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         with self._writing():
             super().finalize(status)
 
-    @contextlib.contextmanager
     def _writing(self):
-        """TensorBoard writes its event file in a thread, which hands a failed write to the next write,
-        flush or close of this logger: here, where it is known which folder the file is in."""
-        try:
-            yield
-        except OSError as err:
-            raise cannot_write(f"TensorBoard's event file in {Path(self.log_dir)}", err) from err
+        return writing(Path(self.log_dir))
+
+
+@contextlib.contextmanager
+def writing(folder: Path):
+    """TensorBoard writes its event file in a thread, which hands a failed write to the next write,
+    flush or close of its writer: here, where it is known which folder the file is in."""
+    try:
+        yield
+    except OSError as err:
+        raise cannot_write(f"TensorBoard's event file in {folder}", err) from err
 
 
 def writer_thread_errors_said_once() -> None:
@@ -155,10 +179,22 @@ def tag(key: str) -> str:
     return "verdict/" + key.replace("/", "_") if key.startswith("test/") else key
 
 
+def shown(wrong, count: int) -> list[int]:
+    """Which of the images scanned to show, given which of them the model gets wrong: the wrong ones,
+    up to `count`, in the split's order, then, only where fewer are wrong, the first right ones."""
+    ranked = sorted(range(len(wrong)), key=lambda k: not wrong[k])  # stable: the wrong first, each in order
+    return ranked[:count]
+
+
 class PredictionSamples(Callback):
-    """The first `count` validation images with the model's guesses, as a figure in TensorBoard
-    after each validation (`val/samples`, also in the Images tab). Only the validation end is
-    overridden: nothing runs per training step."""
+    """Validation images the model gets wrong, each with its true class and the model's guess, as a
+    figure in TensorBoard after each validation (`val/samples`, also in the Images tab): up to
+    `count` of them, the first wrong ones of the validation split in its order (so the set changes as
+    the model learns), filled with right ones only where fewer are wrong. The split is scanned in
+    chunks until that many are found. Only the validation end is overridden: nothing runs per
+    training step."""
+
+    CHUNK = 1024  # validation images a scan classifies at once
 
     def __init__(self, count: int = 16):
         self.count = count
@@ -167,25 +203,42 @@ class PredictionSamples(Callback):
         datamodule = trainer.datamodule
         if trainer.sanity_checking or not isinstance(trainer.logger, LightningTensorBoardLogger) or not self.count:
             return
+        if not trainer.is_global_zero:  # only rank 0 writes
+            return
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         import torch
 
-        images = datamodule.images("val", self.count)
-        labels = datamodule.splits["val"][1][: self.count]
+        from rnnexp.data.datamodule import scale
+
+        x, y = datamodule.splits["val"]
+        guesses, wrong = [], 0
         with torch.no_grad():
-            guesses = pl_module.model(datamodule.inputs(images).to(pl_module.device)).argmax(-1).cpu()
-        columns = min(8, len(images))
-        rows = -(-len(images) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(columns, 1.2 * rows), squeeze=False, dpi=80)
-        fig.subplots_adjust(0.01, 0.01, 0.99, 0.9, 0.1, 0.35)  # by hand: a constrained layout costs twice the time
-        for k, ax in enumerate(axes.flat):
+            for start in range(0, len(y), self.CHUNK):
+                chunk = pl_module.model(scale(x[start : start + self.CHUNK]).to(pl_module.device)).argmax(-1)
+                guesses.append(chunk.cpu())
+                wrong += int((chunk != y[start : start + self.CHUNK].to(chunk.device)).sum())
+                if wrong >= self.count:
+                    break
+        guesses = torch.cat(guesses)
+        labels = y[: len(guesses)].cpu()
+        picked = shown(guesses != labels, self.count)
+        images = datamodule.images("val", len(guesses))[picked]
+        classes = datamodule.classes
+        columns = min(8, len(picked))
+        rows = -(-len(picked) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.45 * rows), squeeze=False, dpi=80)
+        fig.subplots_adjust(0.01, 0.01, 0.99, 0.88, 0.1, 0.55)  # by hand: a constrained layout costs twice the time
+        right = sum(int(guesses[k] == labels[k]) for k in picked)
+        fig.suptitle(f"true -> guess: {len(picked) - right} wrong (red), {right} right", fontsize=8)
+        for n, ax in enumerate(axes.flat):
             ax.axis("off")
-            if k < len(images):
-                ax.imshow(images[k].cpu().numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                right = guesses[k] == labels[k].cpu()
-                ax.set_title(datamodule.classes[guesses[k]], fontsize=8, color="black" if right else "red")
+            if n < len(picked):
+                k = picked[n]
+                ax.imshow(images[n].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                truth, guess = classes[int(labels[k])], classes[int(guesses[k])]
+                ax.set_title(f"{truth}\n-> {guess}", fontsize=7, color="black" if truth == guess else "red")
         # at the step the validation metrics of this epoch are logged at (batches stepped before its last)
         trainer.logger.experiment.add_figure("val/samples", fig, global_step=trainer.global_step - 1)

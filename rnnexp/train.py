@@ -54,11 +54,11 @@ def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
         params=sum(p.numel() for p in module.model.parameters()),
         best_checkpoint=job.record.relative(best),  # relative to the run folder: it stands alone
     )
-    if trainer.logger:  # HParams tab: this run's settings; TensorBoard takes its scalars as the metrics
+    if trainer.logger:  # HParams tab: this run's settings and the metrics a comparison needs
         experiment = job.record.data.get("experiment")
         settings = hparams(OmegaConf.to_container(cfg, resolve=True), experiment)
         precision = {"trainer/precision": str(trainer.precision)}  # what auto chose
-        log_hparams(trainer.logger, {**settings, **precision}, step=trainer.global_step)
+        log_hparams(trainer.logger, {**settings, **precision}, results, step=trainer.global_step)
         trainer.logger.finalize("success")  # flush: written after test, nothing else would
     return results
 

@@ -37,6 +37,35 @@ def test_evaluate_reproduces_the_run_and_writes_its_figures(trained):
     assert {"verdict/confusion_matrix", "verdict/misclassified", "val/samples"} <= set(images)
     assert "val/acc" in scalars(trained)  # the run's own TensorBoard, not another one
 
+    # what was evaluated, before the per-class lines; then the most frequent confusions, as the matrix has them
+    out = result.stdout.splitlines()
+    assert out[:4] == [
+        f"run folder  {trained}",
+        f"checkpoint  {checkpoint}",
+        f"data        mnist, view rows, {evaluation['test_images']} test images in {evaluation['data']['root']}",
+        f"accuracy    {100 * recorded:.2f}% ({round(recorded * evaluation['test_images'])} of "
+        f"{evaluation['test_images']} right)",
+    ]
+    assert out[4] == "per class:" and out[5].startswith("  0  ") and out[15].startswith("most frequent confusions")
+    matrix = evaluation["confusion_matrix"]
+    mistakes = sorted((-matrix[i][j], i, j) for i in range(10) for j in range(10) if i != j and matrix[i][j])[:5]
+    assert out[16 : 16 + len(mistakes)] == [f"  {i} -> {j}: {-count}" for count, i, j in mistakes]
+
+
+def test_the_confusion_matrix_is_coloured_by_each_true_class_share_on_a_log_scale():
+    import torch
+
+    from rnnexp.evaluate import confusion_figure, confusions
+
+    counts = torch.tensor([[990, 10, 0], [1, 98, 1], [0, 50, 50]])
+    figure = confusion_figure(counts, ["a", "b", "c"], 0.95)
+    (image,) = figure.axes[0].images
+    shares = np.asarray(image.get_array())
+    assert shares[0, 1] == pytest.approx(0.01) and shares[1, 0] == pytest.approx(0.01)  # 10 of 1000 = 1 of 100
+    assert shares[2, 2] == pytest.approx(0.5) and shares[0, 0] == pytest.approx(0.99)
+    assert type(image.norm).__name__ == "LogNorm"  # a share of 0.01 is not drawn as white beside 0.99
+    assert confusions(counts, ["a", "b", "c"], top=3) == ["c -> b: 50", "a -> b: 10", "b -> a: 1"]
+
 
 @pytest.mark.parametrize(
     "args, message",
@@ -68,8 +97,8 @@ def test_predict_reads_any_image_and_names_the_broken_one(trained, tmp_path):
     Image.fromarray(images[0]).save(white_on_black)
     black_on_white = tmp_path / "black_on_white.png"
     Image.fromarray(255 - images[1]).save(black_on_white)
-    colour_larger = tmp_path / "colour_larger.jpg"  # 3x larger, in red, as a JPEG
-    rgb = np.stack([images[2], images[2] // 4, images[2] // 4], axis=-1).repeat(3, axis=0).repeat(3, axis=1)
+    colour_larger = tmp_path / "colour.jpg"  # in red, as a JPEG (scaling is for real digits: tests/test_mnist.py)
+    rgb = np.stack([images[2], images[2] // 4, images[2] // 4], axis=-1)
     Image.fromarray(rgb.astype(np.uint8)).save(colour_larger, quality=95)
     broken = tmp_path / "broken.png"
     broken.write_text("not an image\n")
@@ -117,7 +146,7 @@ def test_predict_names_an_image_too_large_to_decode_and_classifies_the_others(tr
     assert guesses == {str(first): str(labels[0]), str(last): str(labels[1])}
 
 
-def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_path):
+def test_predict_takes_a_28x28_image_as_prepared_and_inverts_a_drawing(tmp_path):
     from PIL import Image
 
     from rnnexp.predict import read_image
@@ -127,12 +156,39 @@ def test_predict_takes_a_mnist_like_image_as_it_is_and_inverts_a_drawing(tmp_pat
     assert np.array_equal(read_image(tmp_path / "digit.png"), images[0])  # 28x28 light on dark: unchanged
     Image.fromarray(255 - images[0]).save(tmp_path / "drawing.png")
     assert np.array_equal(read_image(tmp_path / "drawing.png"), images[0])  # dark on light: inverted
-    wide = np.zeros((28, 56), dtype=np.uint8)
-    wide[:, 14:42] = images[0]
-    Image.fromarray(wide).save(tmp_path / "wide.png")  # padded to a square with its background, then scaled
-    scaled = read_image(tmp_path / "wide.png")
-    assert scaled.shape == (28, 28) and scaled[:6].max() <= 10 and scaled[-6:].max() <= 10  # bands of padding
-    assert scaled[7:21].max() > 100  # the image, half its size, between them
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_predict_prepares_an_image_as_mnist_was_prepared(tmp_path, dark_on_light):
+    from PIL import Image
+
+    from rnnexp.predict import read_image
+
+    canvas = np.zeros((80, 200), dtype=np.uint8)  # wide, the stroke off-centre: 40 high, 10 wide
+    canvas[5:45, 150:160] = 200
+    Image.fromarray(255 - canvas if dark_on_light else canvas).save(tmp_path / "wide.png")
+    prepared = read_image(tmp_path / "wide.png")
+    rows, columns = np.nonzero(prepared > 25)
+    # cropped to the ink and scaled to fit 20x20 keeping its aspect ratio: 20 high, 5 wide, at full contrast
+    assert rows.max() - rows.min() + 1 == 20 and columns.max() - columns.min() + 1 == 5 and prepared.max() == 255
+    ys, xs = np.indices(prepared.shape)
+    mass = prepared.sum()
+    centre = ((ys * prepared).sum() / mass, (xs * prepared).sum() / mass)
+    assert centre == pytest.approx((13.5, 13.5), abs=0.51)  # placed in 28x28 by its centre of mass
+
+
+def test_predict_scales_16_bit_images_rather_than_clipping_them(tmp_path):
+    from PIL import Image
+
+    from rnnexp.predict import read_image
+
+    canvas = np.zeros((60, 90), dtype=np.uint8)
+    canvas[10:50, 20:30], canvas[10:20, 30:60] = 120, 250  # two gray levels: clipped at 255, they would be one
+    Image.fromarray(canvas).save(tmp_path / "8bit.png")
+    Image.fromarray(canvas.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+    assert Image.open(tmp_path / "16bit.png").mode == "I;16"
+    eight = read_image(tmp_path / "8bit.png")
+    assert np.array_equal(read_image(tmp_path / "16bit.png"), eight) and len(np.unique(eight[eight > 50])) > 2
 
 
 def test_evaluate_on_another_data_set_keeps_the_runs_view(trained, tiny_mnist):

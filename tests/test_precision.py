@@ -20,6 +20,7 @@ import rnnexp.config  # noqa: F401  registers ${env_or:}, which the composed con
 from rnnexp import precision
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.precision import Shape, decide
+from rnnexp.tensorboard import HPARAMS_RUN
 
 AUTO = {"precision": "auto", "accelerator": "cpu"}
 
@@ -135,7 +136,7 @@ def test_a_run_records_the_precision_auto_chose_and_why(tmp_path, tiny_mnist, in
     log = (tmp_path / "train.log").read_text()
     assert "precision: bf16-mixed (trainer.precision=auto: GRU-16, 28 inputs, batch 32 on cpu: " in log
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["precision"] == "bf16-mixed"
-    content = EventAccumulator(str(tmp_path)).Reload().PluginTagToContent(metadata.PLUGIN_NAME)
+    content = EventAccumulator(str(tmp_path / HPARAMS_RUN)).Reload().PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     assert start.hparams["trainer/precision"].string_value == "bf16-mixed"  # the HParams tab: what auto chose
 

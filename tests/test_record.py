@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+import yaml
 from conftest import TINY, run_train, trained
 from conftest import record as metrics
 
@@ -169,6 +170,17 @@ def test_a_sweep_summary_tells_a_run_alive_elsewhere_from_a_killed_one(tmp_path)
     summary = summarize(tmp_path, "val/acc_best")
     assert summary["running"] == 1 and summary["killed"] == 2
     assert [f["job"] for f in summary["failures"]] == ["1_b", "2_c"]
+
+
+def test_a_sweep_summary_writes_the_best_at_the_precision_it_carries(tmp_path, caplog):
+    for name, acc in (("0_a", 0.9842000007629395), ("1_b", 0.95)):  # float32's value of 0.9842, as recorded
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"status": "completed", "val/acc_best": acc}))
+    caplog.set_level("INFO", logger="rnnexp")
+    summarize(tmp_path, "val/acc_best")
+    written = (tmp_path / "summary.yaml").read_text()
+    assert yaml.safe_load(written)["best"] == {"job": "0_a", "val/acc_best": 0.9842} and "0.98420000" not in written
+    assert "Best: 0_a, val/acc_best=0.9842" in caplog.text and "0.98420000" not in caplog.text
 
 
 def test_a_search_leaves_a_trial_alive_on_another_host_running(tmp_path):

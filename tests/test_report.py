@@ -97,7 +97,8 @@ def test_report_on_a_sweep_with_a_failed_run(tmp_path, tiny_mnist, capsys):
     with open(sweep / "report.csv") as f:
         records = list(csv.DictReader(f))
     assert [r["status"] for r in records] == ["completed", "failed"]
-    assert float(records[0]["test_acc"]) > 0.1 and records[1]["test_acc"] == ""
+    completed = json.loads((sweep / records[0]["folder"] / "metrics.json").read_text())
+    assert float(records[0]["test_acc"]) == round(completed["test/acc"], 4) and records[1]["test_acc"] == ""
     assert (sweep / "report.md").read_text() == table.split("wrote ")[0].rstrip("\n") + "\n"
     assert (sweep / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -143,12 +144,13 @@ def test_one_unreadable_run_leaves_the_others_reported(tmp_path, capsys):
     report.main([str(tmp_path)])
     runs_table = capsys.readouterr().out.partition("Over seeds")[0]
     rows = [line for line in runs_table.splitlines() if line.startswith("| seed=")]
-    assert len(rows) == 4 and "| unreadable (metrics.json: Expecting ',' delimiter: line 1" in rows[2]
-    assert all("| completed |" in row for row in rows[:2] + rows[3:])
+    # ranked: the runs with a score first (all equal here: in their order), the unreadable one after them
+    assert len(rows) == 4 and "| unreadable (metrics.json: Expecting ',' delimiter: line 1" in rows[3]
+    assert all("| completed |" in row for row in rows[:3])
     (summary,) = report.summarize(report.find_runs([tmp_path]))
     assert summary["n"] == 3 and summary["test_acc_mean"] == pytest.approx(statistics.mean([0.91, 0.93, 0.97]))
     with open(tmp_path / "report.csv") as f:
-        assert [r["status"][:10] for r in csv.DictReader(f)] == ["completed", "completed", "unreadable", "completed"]
+        assert [r["status"][:10] for r in csv.DictReader(f)] == ["completed", "completed", "completed", "unreadable"]
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -157,11 +159,11 @@ def test_runs_without_a_test_score_are_summarized_over_what_they_have(tmp_path, 
         fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=None, val_acc=acc)  # trained with test=false
     report.main([str(tmp_path), "--out", str(tmp_path / "out")])
     runs_table, _, seeds_table = capsys.readouterr().out.partition("Over seeds")
-    rows = [line for line in runs_table.splitlines() if line.startswith("| seed=")]
-    assert len(rows) == 3 and all(row.endswith(" | - | 0.9500 | - |") for row in rows)  # test_acc, published, diff
-    (line,) = [line for line in seeds_table.splitlines() if line.startswith("| seed=")]
-    mean, std = statistics.mean([0.91, 0.93, 0.97]), statistics.stdev([0.91, 0.93, 0.97])
-    assert line.split(" | ")[2:4] == ["-", f"{mean:.4f} ± {std:.4f}"] and line.endswith("| 0.9500 | - |")
+    (same,) = [line for line in runs_table.splitlines() if line.startswith("Same in every run: ")]
+    assert "test_acc=-, published=95.00, diff=-" in same  # the same in all three: said once, not as columns
+    (line,) = [line for line in seeds_table.splitlines() if line.startswith("| defaults")]  # seed is all that varies
+    mean, std = statistics.mean([91.0, 93.0, 97.0]), statistics.stdev([91.0, 93.0, 97.0])
+    assert line.split(" | ")[2:4] == ["-", f"{mean:.2f} ± {std:.2f}"] and line.endswith("| 95.00 | - |")
 
 
 def test_test_statistics_cover_the_repeats_that_have_a_test_score(tmp_path):
@@ -170,7 +172,7 @@ def test_test_statistics_cover_the_repeats_that_have_a_test_score(tmp_path):
     (summary,) = report.summarize(report.find_runs([tmp_path]))
     assert summary["n"] == 3 and summary["test_acc_n"] == 2 and summary["val_acc_best_n"] == 3
     assert summary["test_acc_mean"] == pytest.approx(0.94) and summary["diff"] == pytest.approx(0.94 - 0.95)
-    assert "| 0.9400 ± 0.0424 [0.9100, 0.9700] (2 of 3) |" in report.markdown([], [summary])
+    assert "| 94.00 ± 4.24 [91.00, 97.00] (2 of 3) |" in report.markdown([], [summary])
 
 
 @pytest.mark.parametrize("where, reason", [("file", "a file, not a folder"), ("file/report", "Not a directory")])
@@ -184,3 +186,54 @@ def test_an_unwritable_out_is_one_line_naming_it(tmp_path, capsys, where, reason
     captured = capsys.readouterr()
     assert captured.err == f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n"
     assert "| completed |" in captured.out  # the table was shown all the same
+
+
+def cells(line: str) -> list[str]:
+    """A Markdown table row's cells."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_runs_are_ranked_best_first_with_constant_columns_left_out_and_said_once(tmp_path, capsys):
+    for i, (acc, hidden) in enumerate([(0.95, 8), (0.98420000076, 16), (0.9, 32)]):
+        run = fake_run(tmp_path / f"{i}_model.hidden_size={hidden},seed={i}", seed=1, test_acc=0.9, val_acc=acc,
+                       epochs=3.0, params=100 * hidden)  # fmt: skip
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["model"]["hidden_size"] = hidden
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    report.main([str(tmp_path)])
+    table = capsys.readouterr().out
+    assert "Over seeds" not in table  # three settings, one seed each
+    lines = table.splitlines()
+    header = cells(next(line for line in lines if line.startswith("| run |")))
+    rows = [cells(line) for line in lines if line.startswith("| model.")]
+    # the best by val/acc_best (the runs' optimized_metric by default) first, and marked
+    assert [row[0] for row in rows] == [
+        "model.hidden_size=16,seed=1 (best)", "model.hidden_size=8,seed=0", "model.hidden_size=32,seed=2"
+    ]  # fmt: skip
+    # what differs stays (hidden, params); what all share is one line; numbers at the precision they carry
+    assert header == ["run", "hidden", "params", "val_acc_best %"]
+    assert [row[3] for row in rows] == ["98.42", "95.00", "90.00"] and "0.9842000" not in table
+    same = next(line for line in lines if line.startswith("Same in every run: "))
+    assert "seed=1" in same and "cell=lstm" in same and "layers=1" in same and "epochs=3," in same
+    assert "test_acc=90.00" in same
+    with open(tmp_path / "report.csv") as f:  # every column, best first, rounded where written
+        records = list(csv.DictReader(f))
+    assert [r["val_acc_best"] for r in records] == ["0.9842", "0.95", "0.9"] and records[0]["seed"] == "1"
+
+
+def test_a_seed_group_is_named_by_what_its_runs_share_and_the_best_group_comes_first(tmp_path):
+    jobs = [("model=rnn", 1, 0.9, 0.3), ("model=rnn", 2, 0.92, 0.32), ("model=gru", 1, 0.97, 0.5),
+            ("model=gru", 2, 0.95, 0.4)]  # fmt: skip
+    for i, (name, seed, acc, loss) in enumerate(jobs):
+        run = fake_run(tmp_path / f"{i}_{name},seed={seed}", seed=seed, val_acc=acc, **{"val/loss": loss})
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["model"]["cell"] = name.split("=")[1]
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = report.find_runs([tmp_path])
+    summary = report.summarize(runs, "val/acc_best")
+    assert [(s["run"], s["n"]) for s in summary] == [("model=gru", 2), ("model=rnn", 2)]  # not model=gru,seed=1
+    assert summary[0]["score"] == pytest.approx(0.96)
+    assert "| model=gru (best) | 2 |" in report.markdown([], summary)
+    # where the runs minimized a loss, the lowest mean comes first
+    assert [s["run"] for s in report.summarize(runs, "val/loss")] == ["model=rnn", "model=gru"]
+    assert [r.dir.name for r in report.rank(runs, "val/loss")][:2] == ["0_model=rnn,seed=1", "1_model=rnn,seed=2"]

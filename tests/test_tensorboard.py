@@ -1,15 +1,21 @@
 """What TensorBoard shows of a run: the settings in its HParams tab, its scalar tags and their order."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
+import torch
 from conftest import CONF, TINY, run_train, scalars
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from pytorch_lightning.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
 import rnnexp.config  # noqa: F401  registers ${env_or:}, which the composed config's paths use
-from rnnexp.tensorboard import hparams
+from rnnexp.data.datamodule import SequenceDataModule
+from rnnexp.tensorboard import HPARAMS_RUN, PredictionSamples, hparams, tag
 
 # Every model setting (input_projection is null unless set, and left out), then the training's.
 MODEL = {f"model/{k}" for k in "cell hidden_size layers bidirectional dropout nonlinearity forget_bias".split()}
@@ -46,12 +52,44 @@ def test_settings_are_the_model_and_its_training_without_paths_or_switches(tmp_p
     )
 
 
+def hparams_tab(logdir: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """What TensorBoard's HParams tab lists for `logdir`, computed by TensorBoard's own backend: the
+    metric columns in their order (the page ticks the first five), and each session's metric values."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context, list_session_groups
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=multiplexer, data_provider=provider)
+    backend, request = backend_context.Context(tb), context.RequestContext()
+    metadata_ = backend.hparams_metadata(request, "")
+    experiment = backend.experiment_from_metadata(
+        request, "", True, metadata_, backend.hparams_from_data_provider(request, "", limit=None)
+    )
+    columns = [m.name.tag for m in experiment.metric_infos]
+    groups = api_pb2.ListSessionGroupsRequest(allowed_statuses=[api_pb2.STATUS_SUCCESS], start_index=0, slice_size=100)
+    sessions = list_session_groups.Handler(request, backend, "", groups).run().session_groups
+    return columns, {g.name: {m.name.tag: m.value for m in g.metric_values} for g in sessions}
+
+
 def test_run_writes_its_settings_for_hparams_and_only_curves_before_the_test_metrics(tmp_path, tiny_mnist):
     result = run_train(*TINY, "model=rnn", "trainer.max_epochs=2", data=tiny_mnist, out=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
 
-    events = EventAccumulator(str(run)).Reload()
+    # The HParams tab's metrics are those a comparison needs, all four ticked (it ticks the first five),
+    # at the run's final values; not the training curves nor the learning rate.
+    columns, sessions = hparams_tab(tmp_path / "runs")
+    assert columns == ["val/acc", "val/acc_best", "val/loss", "verdict/test_acc"]
+    (values,) = sessions.values()
+    assert values == pytest.approx({tag(k): metrics[k] for k in ("val/acc", "val/acc_best", "val/loss", "test/acc")})
+
+    events = EventAccumulator(str(run / HPARAMS_RUN)).Reload()
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)
     # No experiment summary: TensorBoard then lists the settings of every run in view.
     assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
@@ -63,9 +101,72 @@ def test_run_writes_its_settings_for_hparams_and_only_curves_before_the_test_met
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_SUCCESS
 
-    series = scalars(run)
+    series = scalars(run)  # the curves, in the run's own folder
+    assert "val/samples" in EventAccumulator(str(run)).Reload().Tags()["images"]
     assert "epoch" not in series and not any(t.startswith(("hparams/", "test/")) for t in series), sorted(series)
     metrics = json.loads((run / "metrics.json").read_text())
     assert series["verdict/test_acc"][-1][1] == metrics["test/acc"] and "verdict/test_loss" in series
     # Time Series groups cards by the tag's first part, sorted by name, and opens the first two.
     assert sorted({t.split("/")[0] for t in series}) == ["train", "val", "verdict"]
+
+
+class Guesses(torch.nn.Module):
+    """A model whose guesses are given: the next ones of `answers` for each image it is shown (the
+    callback scans the validation split in its order)."""
+
+    def __init__(self, answers: torch.Tensor):
+        super().__init__()
+        self.answers, self.seen = answers, 0
+
+    def forward(self, x):
+        guesses = self.answers[self.seen : self.seen + len(x)]
+        self.seen += len(x)
+        return torch.nn.functional.one_hot(guesses, 10).float()
+
+
+class Figures(LightningTensorBoardLogger):
+    """A TensorBoard logger that keeps the figures it is given."""
+
+    figures: dict = {}
+
+    @property
+    def experiment(self):
+        return self
+
+    def add_figure(self, tag, figure, global_step=None):
+        self.figures[tag] = figure
+
+
+@pytest.mark.parametrize("wrong", [[3, 20, 41], "all but zeros"])
+def test_samples_show_the_images_the_model_gets_wrong_with_true_and_guessed_class(tmp_path, tiny_mnist, wrong,
+                                                                                 monkeypatch):  # fmt: skip
+    datamodule = SequenceDataModule(root=str(tiny_mnist), val_size=50, download=False)
+    datamodule.setup()
+    labels = datamodule.splits["val"][1]
+    if wrong == "all but zeros":  # the model says 0 to everything: most are wrong, the first 16 of those shown
+        answers = torch.zeros_like(labels)
+        wrong = [k for k in range(len(labels)) if labels[k] != 0][:16]
+        expected = wrong
+    else:  # three wrong: shown first, then the first right ones fill the 16
+        answers = labels.clone()
+        answers[wrong] = (labels[wrong] + 1) % 10
+        expected = wrong + [k for k in range(len(labels)) if k not in wrong][:13]
+    monkeypatch.setattr(PredictionSamples, "CHUNK", 8)  # scanned in chunks, as far as it takes
+    model = Guesses(answers)
+    logger = Figures(save_dir=tmp_path)
+    trainer = SimpleNamespace(datamodule=datamodule, sanity_checking=False, logger=logger, is_global_zero=True,
+                              global_step=5)  # fmt: skip
+    PredictionSamples(count=16).on_validation_epoch_end(
+        trainer, SimpleNamespace(model=model, device=torch.device("cpu"))
+    )
+
+    axes = [ax for ax in logger.figures["val/samples"].axes if ax.images]
+    assert len(axes) == 16
+    images = datamodule.images("val")
+    classes = datamodule.classes
+    for ax, k in zip(axes, expected, strict=True):  # each the image it names: true class, then the guess
+        assert (ax.images[0].get_array() == images[k].numpy()).all()
+        assert ax.get_title() == f"{classes[labels[k]]}\n-> {classes[answers[k]]}"
+        assert (ax.title.get_color() == "red") == (k in wrong)
+    if len(wrong) == 16:
+        assert model.seen < len(labels)  # it stopped scanning once 16 wrong ones were found
