@@ -297,8 +297,7 @@ def _select(config: dict, dotted: str):
 def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
     """The trained model a checkpoint (or a run folder: its best checkpoint) holds, in eval mode on
     the CPU, with the resolved config it was trained with and the file it came from."""
-    from hydra.utils import instantiate
-
+    from rnnexp import build
     from rnnexp.record import CONFIG
 
     path = Path(path)
@@ -318,8 +317,7 @@ def restore(path: str | os.PathLike) -> tuple[dict, torch.nn.Module, Path]:
         config = OmegaConf.to_container(saved_config(file.parent.parent), resolve=True)
     if checkpoint.get("precision"):  # what the run trained and tested in (trainer.precision=auto chose it)
         config = {**config, "trainer": {**config.get("trainer", {}), "precision": checkpoint["precision"]}}
-    datamodule = instantiate(config["data"], seed=config["seed"])
-    model = instantiate(config["model"], input_size=datamodule.input_size, num_classes=datamodule.num_classes)
+    model = build.model(config, build.datamodule(config))
     load_weights(file, model, config)
     return config, model.eval(), file
 

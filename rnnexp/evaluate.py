@@ -152,9 +152,9 @@ def confusions(confusion, classes: list[str], top: int = 5) -> list[str]:
 
 
 def datamodule_for(config: dict):
-    from hydra.utils import instantiate
+    from rnnexp import build
 
-    datamodule = instantiate(config["data"], seed=config["seed"])
+    datamodule = build.datamodule(config)
     datamodule.setup()
     return datamodule
 

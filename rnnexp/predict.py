@@ -109,8 +109,8 @@ def prepare(ink: np.ndarray) -> np.ndarray:
 
 def predict(argv: list[str]) -> int:
     import torch
-    from hydra.utils import instantiate
 
+    from rnnexp import build
     from rnnexp.checkpoint import autocast, restore
 
     given = [a for a in argv if a.startswith("ckpt_path=")]
@@ -118,7 +118,7 @@ def predict(argv: list[str]) -> int:
     if not given or not files:
         raise ConfigError(f"{'ckpt_path: missing' if not given else 'no image given'}; usage: {USAGE}")
     config, model, _ = restore(given[-1].split("=", 1)[1])
-    datamodule = instantiate(config["data"], seed=config["seed"])  # its view and classes; no data read
+    datamodule = build.datamodule(config)  # its view and classes; no data read
     failed = 0
     for path in files:
         try:

@@ -68,16 +68,17 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     The data are read first, so that a bad file is reported before anything else is built."""
     from hydra.utils import instantiate
 
+    from rnnexp import build as parts
     from rnnexp.checkpoint import AtomicCheckpointIO, load_weights
     from rnnexp.module import ClassifierModule
     from rnnexp.precision import resolve
 
     # the epoch's cut is the data's: counted in batches, and where the epoch's position is kept for resume
     limit = cfg.trainer.get("limit_train_batches")
-    datamodule = instantiate(cfg.data, seed=cfg.seed, steps_per_call=cfg.steps_per_call, limit_train_batches=limit)
+    datamodule = parts.datamodule(cfg, steps_per_call=cfg.steps_per_call, limit_train_batches=limit)
     datamodule.prepare_data()
     datamodule.setup()
-    model = instantiate(cfg.model, input_size=datamodule.input_size, num_classes=datamodule.num_classes)
+    model = parts.model(cfg, datamodule)
     if cfg.get("ckpt_path") and not (job and job.resume_from):
         load_weights(cfg.ckpt_path, model, OmegaConf.to_container(cfg, resolve=True))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
