@@ -13,8 +13,10 @@ public Lightning plugin) saying that the processes are already there. Where some
 the processes (Slurm's srun, torchrun, an LSF or MPI job), Lightning's own environments are
 left to it, as before.
 
-A rank that ends with an error takes the run with it (the others would wait in a collective
-forever): recorded `failed`, the other processes killed, as Lightning's launcher does. The other
+A rank that ends with an error takes the run with it: where gloo notices the lost peer, rank 0's
+error is the lost rank's (a rank killed by a signal is a resource error: the OOM killer's, most
+often); where the others would wait in a collective forever (NCCL), the run is recorded `failed`
+and every process killed after a grace period, as Lightning's launcher does. The other
 processes end with the first (rnnexp.parent_watch).
 """
 
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from rnnexp.errors import ResourceError
 from rnnexp.record import RunRecord
 
 log = logging.getLogger("rnnexp")
@@ -168,6 +171,10 @@ def ranks(cfg: DictConfig, run_dir: Path, job_args: list[str]) -> Iterator[list]
     threading.Thread(target=_watch, args=(procs, run_dir, done), name="rnnexp-ranks", daemon=True).start()
     try:
         yield [_environment(port, world)]
+    except Exception as err:  # gloo notices a lost peer (its connection reset): that loss is the failure to report
+        if lost := _killed(procs):
+            raise ResourceError(lost) from err
+        raise
     finally:
         done.set()
         for proc in procs:
@@ -183,6 +190,20 @@ def ranks(cfg: DictConfig, run_dir: Path, job_args: list[str]) -> Iterator[list]
             dist.destroy_process_group()
 
 
+def _killed(procs: list[subprocess.Popen], wait_s: float = 5) -> str | None:
+    """What ended a rank that a signal killed (the OOM killer's SIGKILL, someone's), if one was."""
+    for rank, proc in enumerate(procs, 1):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait_s)
+        if proc.returncode is not None and proc.returncode < 0:
+            name = signal.Signals(-proc.returncode).name
+            return (
+                f"the process of rank {rank} was killed by {name} (the OOM killer's, or someone's); for memory, use a "
+                "smaller model.hidden_size, model.layers or data.batch_size"
+            )
+    return None
+
+
 def _watch(procs: list[subprocess.Popen], run_dir: Path, done: threading.Event) -> None:
     """A rank ending with an error while the job runs: the run is recorded failed, and every
     process of it killed (the others would wait for the lost one in their next collective)."""
@@ -190,9 +211,12 @@ def _watch(procs: list[subprocess.Popen], run_dir: Path, done: threading.Event) 
         failed = [(rank, p.returncode) for rank, p in enumerate(procs, 1) if p.poll() not in (None, 0, *STOPPED)]
         if failed and not done.wait(GRACE_S):
             rank, code = failed[0]
-            error = f"the process of rank {rank} ended with exit code {code}; its error is above"
+            error = (
+                _killed(procs, wait_s=0)
+                or f"the process of rank {rank} ended with exit code {code}; its error is above"
+            )
             log.error(f"error: {error}")
-            RunRecord(run_dir).update(status="failed", reason="exception", error=error)
+            RunRecord(run_dir).update(status="failed", reason="resource" if code < 0 else "exception", error=error)
             for p in procs:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
