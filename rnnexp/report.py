@@ -1,12 +1,12 @@
 """Compare runs: one table row per run, mean and spread over seeds, and their curves.
 
-    python -m rnnexp.report outputs/multirun/2026-11-26_04-12-00_123456 [more folders] [--out DIR]
+    python -m rnnexp.report outputs/multirun/2026-11-26_04-12-00_123456 [more folders] [out=DIR]
 
 Reads what each run left in its folder (config.yaml, metrics.json, TensorBoard events); prints a
 Markdown table, its runs ranked by the metric the runs optimized (best first, marked), without the
 columns that are the same in every run (said once, in a line), accuracies in percent at the precision
 they carry; and writes report.csv, report.md and report.png (validation accuracy, test accuracy and
-loss of every run: one colour per setting, its seeds thin, their mean bold) into --out, by default
+loss of every run: one colour per setting, its seeds thin, their mean bold) into out=, by default
 the first folder given. For an Optuna search folder,
 also the parameters' importances, search.png and the command that reruns the best trial
 (rnnexp/search_report.py).
@@ -14,7 +14,6 @@ also the parameters' importances, search.png and the command that reruns the bes
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from rnnexp.errors import ConfigError, OutputError
 from rnnexp.record import CONFIG, HEARTBEAT, METRICS, process_alive, write_atomic
 from rnnexp.search_report import is_search
 from rnnexp.search_report import report as search_report
@@ -381,18 +381,38 @@ def plot(path: Path, runs: list[Run]) -> None:
             tmp.unlink()
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rnnexp.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="run or sweep folders")
-    parser.add_argument("--out", type=Path, help="where report.csv/.md/.png go (default: the first folder)")
-    args = parser.parse_args(argv)
-    missing = [str(f) for f in args.folders if not f.is_dir()]
-    if missing:
-        parser.error(f"no such folder: {', '.join(missing)}")
-    runs = find_runs(args.folders)
+USAGE = "python -m rnnexp.report <run or sweep folder> [<folder> ...] [out=<folder>]"
+
+
+def arguments(argv: list[str]) -> tuple[list[Path], Path | None]:
+    """The folders to compare and `out=`, in the style of every rnnexp entry point: key=value settings,
+    the paths themselves given as they are (a sweep job's folder may hold `=`: an existing path is a
+    folder)."""
+    folders, out = [], None
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if Path(arg).exists() or not sep:
+            folders.append(Path(arg))
+        elif key == "out":
+            out = Path(value)
+        else:
+            raise ConfigError(f"{key}: not a setting of rnnexp.report (nor an existing folder); usage: {USAGE}")
+    if not folders:
+        raise ConfigError(f"no folder given; usage: {USAGE}")
+    if missing := [str(f) for f in folders if not f.is_dir()]:
+        raise ConfigError(f"no such folder: {', '.join(missing)}; usage: {USAGE}")
+    return folders, out
+
+
+def report(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):
+        print(f"{__doc__.split(chr(10) * 2)[0]}\n\nusage: {USAGE}")
+        return
+    folders, out = arguments(argv)
+    runs = find_runs(folders)
     if not runs:
-        parser.error(f"no runs (folders with .hydra/) in {', '.join(map(str, args.folders))}")
-    out = args.out or args.folders[0]
+        raise ConfigError(f"no runs (folders with .hydra/) in {', '.join(map(str, folders))}")
+    out = out or folders[0]
     metric = ranked_by(runs)
     runs = rank(runs, metric)  # best first
     rows = [run.row() for run in runs]  # one look at each run's status
@@ -407,11 +427,18 @@ def main(argv: list[str] | None = None) -> None:
         plot(out / "report.png", runs)
     except OSError as err:
         reason = "a file, not a folder" if out.exists() and not out.is_dir() else _reason(err)
-        parser.exit(2, f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n")
+        raise OutputError(f"cannot write the report to {out}: {reason}; give out=<a writable folder>") from err
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'report.png'}")
-    for folder in filter(is_search, args.folders):  # an Optuna search: importances, its plot, the best again
+    for folder in filter(is_search, folders):  # an Optuna search: importances, its plot, the best again
         print("\n".join(["", *search_report(folder, out)]))
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rnnexp.report <argv>` (default: this process's command line); returns the exit code."""
+    from rnnexp import run
+
+    return run.main(report, argv)
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

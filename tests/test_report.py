@@ -104,9 +104,8 @@ def test_report_on_a_sweep_with_a_failed_run(tmp_path, tiny_mnist, capsys):
 
 
 def test_report_rejects_a_folder_without_runs(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        report.main([str(tmp_path)])
-    assert "no runs" in capsys.readouterr().err
+    assert report.main([str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"error: no runs (folders with .hydra/) in {tmp_path}")
 
 
 @pytest.mark.parametrize(
@@ -157,7 +156,7 @@ def test_one_unreadable_run_leaves_the_others_reported(tmp_path, capsys):
 def test_runs_without_a_test_score_are_summarized_over_what_they_have(tmp_path, capsys):
     for i, acc in enumerate([0.91, 0.93, 0.97]):
         fake_run(tmp_path / f"{i}_seed={i}", seed=i, test_acc=None, val_acc=acc)  # trained with test=false
-    report.main([str(tmp_path), "--out", str(tmp_path / "out")])
+    report.main([str(tmp_path), f"out={tmp_path / 'out'}"])
     runs_table, _, seeds_table = capsys.readouterr().out.partition("Over seeds")
     (same,) = [line for line in runs_table.splitlines() if line.startswith("Same in every run: ")]
     assert "test_acc=-, published=95.00, diff=-" in same  # the same in all three: said once, not as columns
@@ -180,11 +179,9 @@ def test_an_unwritable_out_is_one_line_naming_it(tmp_path, capsys, where, reason
     run = fake_run(tmp_path / "runs" / "0_a")
     (tmp_path / "file").write_text("not a folder")  # root ignores chmod; a file in the way stops it too
     out = tmp_path / where
-    with pytest.raises(SystemExit) as exit_:
-        report.main([str(run), "--out", str(out)])
-    assert exit_.value.code == 2
+    assert report.main([str(run), f"out={out}"]) == 1
     captured = capsys.readouterr()
-    assert captured.err == f"error: cannot write the report to {out}: {reason}; pass --out <a writable folder>\n"
+    assert captured.err == f"error: cannot write the report to {out}: {reason}; give out=<a writable folder>\n"
     assert "| completed |" in captured.out  # the table was shown all the same
 
 
@@ -237,3 +234,12 @@ def test_a_seed_group_is_named_by_what_its_runs_share_and_the_best_group_comes_f
     # where the runs minimized a loss, the lowest mean comes first
     assert [s["run"] for s in report.summarize(runs, "val/loss")] == ["model=rnn", "model=gru"]
     assert [r.dir.name for r in report.rank(runs, "val/loss")][:2] == ["0_model=rnn,seed=1", "1_model=rnn,seed=2"]
+
+
+def test_the_report_takes_settings_as_key_value_like_every_entry_point(tmp_path, capsys):
+    job = fake_run(tmp_path / "sweep" / "0_model=rnn")  # a folder whose name holds `=` is a folder
+    assert report.main([str(job), f"out={tmp_path / 'out'}"]) == 0 and (tmp_path / "out" / "report.md").is_file()
+    assert report.main([str(job), "outt=x"]) == 1
+    assert capsys.readouterr().err.startswith("error: outt: not a setting of rnnexp.report")
+    assert report.main([str(tmp_path / "nowhere")]) == 1
+    assert f"error: no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
