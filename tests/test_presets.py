@@ -47,8 +47,19 @@ PAPERS = {
 }  # fmt: skip
 
 
+# Row MNIST on the CPU for each built-in step-wise cell: (cell, layers, cell_args, input_projection); their accuracy
+# is still to be measured (reference.accuracy null).
+ROWS = {
+    "rows_lstm_peephole": ("lstm_peephole", 1, {}, None),
+    "rows_lnlstm": ("lnlstm", 1, {}, 128),
+    "rows_indrnn": ("indrnn", 2, {}, None),
+    "rows_cornn": ("cornn", 1, {"dt": 0.5, "gamma": 1.0, "epsilon": 1.0}, None),
+    "rows_lem": ("lem", 1, {}, None),
+}
+
+
 def test_every_notebook_variant_and_sequential_task_has_a_preset():
-    assert PRESETS == sorted([*EXPECTED, *SEQUENTIAL, *PAPERS, "best_rows"])
+    assert PRESETS == sorted([*EXPECTED, *SEQUENTIAL, *PAPERS, *ROWS, "best_rows"])
 
 
 def test_best_rows_sets_its_additions_as_keys_any_run_has(tmp_path):
@@ -124,6 +135,30 @@ def test_paper_preset_sets_its_official_codes_settings_and_names_its_source(tmp_
         optimizer.step()
         schedule.step()
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr / 10)
+
+
+@pytest.mark.parametrize("preset", sorted(ROWS))
+def test_rows_preset_of_each_cell_learns_the_tiny_digits_and_awaits_its_measurement(
+    tmp_path, tiny_mnist, in_process, preset
+):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={preset}", f"paths.run_dir={tmp_path}"])
+    check(cfg)
+    cell, layers, cell_args, projection = ROWS[preset]
+    assert (cfg.data.view, cfg.trainer.accelerator, cfg.model.cell, cfg.model.layers) == ("rows", "cpu", cell, layers)
+    assert dict(cfg.model.cell_args) == cell_args and cfg.model.input_projection == projection
+    assert cfg.reference.accuracy is None and "not measured yet" in cfg.reference.measured_on
+    # the preset's own settings (its learning rate too), on the tiny digits with a narrower core: it learns (chance 0.1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny = [o for o in TINY if not o.startswith("optimizer.lr=")] + [
+        "model.hidden_size=32",
+        "trainer.max_epochs=10",
+        f"data.root={tiny_mnist}",
+    ]
+    in_process(f"experiment={preset}", *tiny, run_dir=run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["test/acc"] >= 0.5, (metrics["status"], metrics.get("test/acc"))
 
 
 def test_glob_sweep_trains_every_preset_for_the_steps_asked(tmp_path, tiny_mnist):
