@@ -571,7 +571,9 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
             # a job is named by its values of the swept keys, as its folder is; the rest is the same for all
             name = " ".join([o for o in job if o.split("=", 1)[0].lstrip("+~") in keys] or job)
             try:
-                check(compose(config_name, overrides=[*job, "paths.run_dir=."]), multirun=True, launcher=launcher)
+                cfg = compose(config_name, overrides=[*job, "paths.run_dir=."])
+                check(cfg, multirun=True, launcher=launcher)
+                check_cell(cfg)
             except ConfigError as err:
                 bad.append(f"job {num} ({name}): {err}")
             except (HydraException, OmegaConfBaseException) as err:
@@ -579,6 +581,17 @@ def check_sweep(argv: list[str], config_name: str = "train") -> None:
     if bad:
         raise ConfigError(f"{len(bad)} of {len(jobs)} jobs cannot run, so none was started: {'; '.join(bad)}")
     slurm_here(hydra)
+
+
+def check_cell(cfg: DictConfig) -> None:
+    """A job's step-wise cell (a built-in one, or a user's class by its dotted path) and its
+    model.cell_args, as the model's build checks them. Imports torch, so only where a job has one."""
+    cell = cfg.model.get("cell") if cfg.get("model") else None
+    if cell is None or cell in CELLS:
+        return
+    from rnnexp.models.recurrent import cell_class, check_args
+
+    check_args(cell_class(str(cell)), str(cell), cfg.model.get("cell_args") or {})
 
 
 def sweep_settings(argv: list[str], parsed, config_name: str = "train") -> DictConfig | None:

@@ -93,7 +93,10 @@ def decide(device: str, bf16: bool, shape: Shape | None) -> tuple[str, str]:
     if least is None:
         return "32-true", f"bf16-mixed is not measured on {device} (benchmarks/precision_rule.py measures it)"
     if shape is None:
-        return "32-true", "no recurrent core to judge the work by"
+        return "32-true", (
+            "a step-wise cell (no fused nn.RNN/LSTM/GRU core, whose work the rule is measured on): float32 until "
+            "bf16-mixed is measured for step-wise cells (benchmarks/cells_speed.py); set trainer.precision to choose"
+        )
     work = f"{shape} on {device}: {shape.work() / 1e6:.2f}M multiply-adds per sequence step"
     if shape.work() >= least:
         return "bf16-mixed", f"{work} >= {least / 1e6:.2f}M"

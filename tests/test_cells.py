@@ -2,6 +2,7 @@
 bidirectionality and state handling proven against the fused nn.LSTM; each built-in cell learns and
 resumes exactly; a user's cell from a file outside rnnexp trains and its settings are checked."""
 
+import json
 import os
 import re
 import signal
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY, record, run_train
+from conftest import ROOT, TINY, cli, record, run_train
+from omegaconf import OmegaConf
 from torch import nn
 
 from rnnexp.errors import ConfigError
@@ -262,3 +264,30 @@ def test_the_readmes_own_cell_trains_restores_by_its_path_and_its_misspelled_set
         "error: model.cell_args.gate_bais: not an argument of my_cells.MinimalGRU; did you mean "
         "model.cell_args.gate_bias? its arguments: gate_bias: float = 1.0"
     )
+
+
+def test_a_users_cell_sweeps_against_the_built_ins_and_its_run_evaluates(tmp_path, tiny_mnist, user_cell):
+    # The README's sweep: `-m model.cell=lstm,gru,my_cells.MinimalGRU`, the user's module found on the path.
+    result = run_train(
+        "-m", *TINY, "model.cell=lstm,my_cells.MinimalGRU", "trainer.max_epochs=1", data=tiny_mnist, out=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [record(job)["status"] for job in jobs] == ["completed", "completed"]
+    assert [OmegaConf.load(job / "config.yaml").model.cell for job in jobs] == ["lstm", "my_cells.MinimalGRU"]
+    evaluation = cli("rnnexp.evaluate", f"ckpt_path={jobs[1]}")
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    evaluated = json.loads((jobs[1] / "evaluation" / "evaluation.json").read_text())
+    assert evaluated["test/acc"] == pytest.approx(record(jobs[1])["test/acc"], abs=1e-6)  # the run's own test
+
+
+def test_a_sweep_with_a_misspelled_argument_of_a_users_cell_starts_no_job(tmp_path, tiny_mnist, user_cell):
+    sweep = ["-m", *TINY, "model.cell=lstm,my_cells.MinimalGRU", "+model.cell_args.gate_bais=2"]
+    result = run_train(*sweep, data=tiny_mnist, out=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith("error: 2 of 2 jobs cannot run, so none was started")  # lstm takes no cell_args
+    assert "job 1 (model.cell=my_cells.MinimalGRU): model.cell_args.gate_bais: not an argument" in lines[0]
+    assert "did you mean model.cell_args.gate_bias?" in lines[0]
+    assert not (tmp_path / "multirun").exists()

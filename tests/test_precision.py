@@ -78,7 +78,10 @@ def test_the_shape_is_read_from_the_models_recurrent_core():
     model = SequenceClassifier(1, cell="gru", hidden_size=64, layers=2, bidirectional=True, input_projection=16)
     assert Shape.of(model, 32) == Shape("gru", 64, 2, True, 16, 32)  # the core reads the projection's 16
     assert Shape.of(torch.nn.Linear(28, 10), 32) is None
-    assert decide("cpu", True, None) == ("32-true", "no recurrent core to judge the work by")
+    stepwise = SequenceClassifier(28, cell="lem", hidden_size=16)
+    assert Shape.of(stepwise, 32) is None
+    chosen, why = decide("cpu", True, Shape.of(stepwise, 32))  # a CPU with bf16 arithmetic: the rule has no measure
+    assert chosen == "32-true" and why.startswith("a step-wise cell") and "trainer.precision" in why
 
 
 @pytest.mark.parametrize(
