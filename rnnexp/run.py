@@ -7,9 +7,9 @@ path, seeding, signals, the failure policy and resume.
     def main(argv=None) -> int:             # the console entry point
         return run.main(run.hydra_app(train, "train"), argv)
 
-`execute` runs a task `(cfg, job) -> metrics` inside the lifecycle; `main` handles what happens
-before Hydra (a `resume=` folder, checking a whole sweep) and after it (one console line for an
-expected failure). Failure policy:
+`execute` runs a task `(cfg, job) -> metrics` inside the lifecycle; `hydra_app` what happens before
+Hydra (a `resume=` folder, checking a whole sweep); `main` runs any entry point's app on its argv and
+turns how it ended into an exit code (one console line for an expected failure). Failure policy:
 
 - an expected failure (rnnexp.errors.ExpectedError, and the few library errors `expected()`
   recognizes: out of memory, a Trainer setting Lightning refuses) is recorded as `failed` with its
