@@ -10,6 +10,8 @@ The run's life around that (folder, record, seeding, signals, failures, resume) 
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 import warnings
 
@@ -17,8 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
 from rnnexp.config import swept
+from rnnexp.errors import ConfigError
 from rnnexp.tensorboard import hparams, log_hparams
 
+log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
 # Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
 # by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
@@ -101,7 +105,38 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         plugins=[AtomicCheckpointIO(), *(job.plugins if job else [])],
         limit_train_batches=None,  # cut by the datamodule
     )
+    validate_by_batches(trainer, datamodule)
     return datamodule, module, trainer
+
+
+def validate_by_batches(trainer, datamodule) -> None:
+    """Make trainer.val_check_interval count batches, as Lightning documents it (an int: every that many
+    training batches; a float below 1: after that fraction of an epoch's batches), where each of
+    Lightning's training steps takes several batches (steps_per_call; one device). The training steps
+    are made as long as the largest common divisor of steps_per_call, the interval and the epoch's
+    batches, so that a validation falls between two of them and every epoch is whole training steps
+    (its batch count and Lightning's then agree, within the epoch and across epochs); Lightning is
+    given the interval in those training steps."""
+    every, per_step = trainer.val_check_interval, datamodule.steps_per_call
+    if trainer.world_size > 1 or per_step == 1 or isinstance(every, bool) or not isinstance(every, (int, float)):
+        return  # one batch a training step already; a time-based interval (Lightning keeps it apart) counts no batches
+    batches = datamodule.train_dataloader().steps  # before fit: this process's whole epoch (one device)
+    if isinstance(every, float):
+        if every >= 1.0:
+            return  # at the end of each epoch
+        every = max(1, int(batches * every))  # Lightning's rounding, on batches
+    if every > batches and trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0:
+        raise ConfigError(
+            f"trainer.val_check_interval={every}: more than the {batches} training batches of an epoch; give at "
+            f"most {batches}, or add trainer.check_val_every_n_epoch=null to count batches across epochs"
+        )
+    datamodule.steps_per_call = math.gcd(per_step, every, batches)
+    trainer.val_check_interval = every // datamodule.steps_per_call
+    if datamodule.steps_per_call < per_step:
+        log.info(
+            f"steps_per_call={per_step} runs as {datamodule.steps_per_call}, so that validation falls between two "
+            f"training steps every {every} batches (of {batches} an epoch)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
