@@ -13,20 +13,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
 from rnnexp.config import swept
+from rnnexp.console import quiet_lightning
 from rnnexp.errors import ConfigError
 from rnnexp.tensorboard import hparams, log_hparams
 
 log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
-# Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
-# by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
-warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -36,6 +33,7 @@ def train(cfg: DictConfig) -> float | None:
 
 def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
     datamodule, module, trainer = build(cfg, job)
+    log.info(f"run folder: {job.dir}")
     start = time.perf_counter()
     with job.watch(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_from, weights_only=True)
@@ -83,6 +81,7 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     datamodule.prepare_data()
     datamodule.setup()
     model = parts.model(cfg, datamodule)
+    describe(cfg, datamodule, model)
     if cfg.get("ckpt_path") and not (job and job.resume_from):
         load_weights(cfg.ckpt_path, model, OmegaConf.to_container(cfg, resolve=True))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -97,6 +96,7 @@ def build(cfg: DictConfig, job: run.Job | None = None):
 
         callbacks += [report] if (report := trial_report(cfg)) else []
     precision = resolve(cfg.trainer, model, datamodule, job.precision if job else None)
+    quiet_lightning()
     trainer = instantiate(
         cfg.trainer,
         precision=precision,
@@ -107,6 +107,21 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     )
     validate_by_batches(trainer, datamodule)
     return datamodule, module, trainer
+
+
+def describe(cfg: DictConfig, datamodule, model) -> None:
+    """The data and the model a run trains, in a line each."""
+    splits = datamodule.splits
+    sizes = ", ".join(f"{len(splits[k][1]):,} {k}" for k in ("train", "val", "test"))
+    steps, features = splits["test"][0].shape[1:]  # sequences: (images, steps, features)
+    log.info(
+        f"data: {cfg.data.dataset} ({datamodule.root}): {sizes}; {cfg.data.view}, {steps} steps of {features}; "
+        f"batches of {cfg.data.batch_size}"
+    )
+    m = cfg.model
+    shape = f"{m.layers} x {m.hidden_size}" + (", bidirectional" if m.bidirectional else "")
+    params = sum(p.numel() for p in model.parameters())
+    log.info(f"model: {m.cell} {shape}, {params:,} parameters")
 
 
 def validate_by_batches(trainer, datamodule) -> None:
