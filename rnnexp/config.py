@@ -197,7 +197,10 @@ RULES = {
     "trainer.max_epochs": _EPOCHS_OR_STEPS,
     "trainer.max_steps": _EPOCHS_OR_STEPS,
     "trainer.log_every_n_steps": _integer(1),
-    "trainer.limit_train_batches": (  # counted in batches (optimizer steps): rnnexp.data.datamodule cuts the epochs
+    # Counted in batches (optimizer steps) whatever steps_per_call is: max_steps, min_steps and log_every_n_steps by
+    # the module (global_step), val_check_interval by rnnexp.train.validate_by_batches, limit_train_batches by
+    # rnnexp.data.datamodule, which cuts the epochs; overfit_batches is refused (check, below).
+    "trainer.limit_train_batches": (
         lambda v: v is None or _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1,
         "null, a number of batches >= 1, or a fraction of the epoch > 0 and <= 1",
     ),
@@ -349,6 +352,12 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
         raise ConfigError(
             f"trainer.accumulate_grad_batches={_show(trainer.accumulate_grad_batches)}: gradient accumulation is not "
             "supported (rnnexp optimizes by hand, one step per batch); use a larger data.batch_size instead"
+        )
+    if trainer.get("overfit_batches", 0) not in (0, 0.0):
+        raise ConfigError(
+            f"trainer.overfit_batches={_show(trainer.overfit_batches)}: not supported (Lightning would count "
+            f"training steps of steps_per_call batches, and cannot turn off the shuffling of rnnexp's batches); "
+            "to train on fewer batches an epoch use trainer.limit_train_batches"
         )
     optimizer = cfg.optimizer
     if optimizer.get("nesterov") and (not optimizer.get("momentum") or optimizer.get("dampening", 0) != 0):

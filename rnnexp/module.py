@@ -15,7 +15,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
-from pytorch_lightning.utilities.model_summary import ModelSummary
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -71,8 +70,8 @@ class ClassifierModule(pl.LightningModule):
     (see `Lean`). Training
     loss and accuracy accumulate on the device and are logged, with the learning rate, as means
     over each logging interval (`trainer.log_every_n_steps`), so no other step syncs with the host.
-    Lightning calls every callback on every step, so the module logs the learning rate and prints
-    the model summary itself rather than adding callbacks for them.
+    Lightning calls every callback on every step, so the module logs the learning rate itself rather
+    than adding a callback for it (rnnexp.train says the model's size in one line).
 
     Everything a resumed run needs to continue exactly is in its checkpoints: besides the weights
     and optimizer state that Lightning saves, the best validation accuracy so far and the running
@@ -117,7 +116,6 @@ class ClassifierModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.train_sums = self.train_sums.to(self.device)
-        log.info(f"model:\n{ModelSummary(self, max_depth=2)}")  # here, not as a per-step callback
         # TensorBoard's Custom Scalars tab: train and validation curves of a metric on one chart.
         if isinstance(self.logger, TensorBoardLogger):
             charts = {name: ["Multiline", [f"train/{name}", f"val/{name}"]] for name in ("loss", "acc")}

@@ -138,6 +138,7 @@ def resolve(trainer_cfg, model: nn.Module, datamodule, resumed: str | None = Non
     device = device_of(str(trainer_cfg.get("accelerator", "cpu")))
     if precision != AUTO:
         runnable(str(precision), device, model, f"trainer.precision={precision}")
+        log.info(f"precision: {precision} (trainer.precision)")
         return precision
     if resumed:
         runnable(resumed, device, model, f"trainer.precision=auto: the run being resumed trained in {resumed}")

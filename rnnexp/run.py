@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.config import check, check_run, check_sweep, describe, null_group
+from rnnexp.console import next_commands
 from rnnexp.ddp import ranks
 from rnnexp.errors import CheckpointError, ConfigError, ExpectedError, OutputError, ResourceError
 from rnnexp.parent_watch import end_with_parent
@@ -206,6 +207,8 @@ def execute(cfg: DictConfig, task: Task) -> float | None:
         raise Failed(str(known)) from None
     record.update(**{"status": "completed", **results})  # or the task's own ending: `pruned` by a search
     log.info(f"{summary(results)}; run folder {run_dir}")
+    if not multirun:  # a sweep's jobs are compared together (rnnexp.report), not one by one
+        log.info("next: " + "\n      ".join(next_commands(run_dir)))
     return results.get(cfg.optimized_metric)
 
 

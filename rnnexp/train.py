@@ -10,19 +10,20 @@ The run's life around that (folder, record, seeding, signals, failures, resume) 
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
 from rnnexp.config import swept
+from rnnexp.console import quiet_lightning
+from rnnexp.errors import ConfigError
 from rnnexp.tensorboard import hparams, log_hparams
 
+log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
-# Lightning compares log_every_n_steps with its training steps (several optimizer steps each): the module logs
-# by optimizer step itself (ClassifierModule._log_train), so the warning does not apply.
-warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging interval")
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -32,6 +33,7 @@ def train(cfg: DictConfig) -> float | None:
 
 def fit_and_test(cfg: DictConfig, job: run.Job) -> dict:
     datamodule, module, trainer = build(cfg, job)
+    log.info(f"run folder: {job.dir}")
     start = time.perf_counter()
     with job.watch(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=job.resume_from, weights_only=True)
@@ -79,6 +81,7 @@ def build(cfg: DictConfig, job: run.Job | None = None):
     datamodule.prepare_data()
     datamodule.setup()
     model = parts.model(cfg, datamodule)
+    describe(cfg, datamodule, model)
     if cfg.get("ckpt_path") and not (job and job.resume_from):
         load_weights(cfg.ckpt_path, model, OmegaConf.to_container(cfg, resolve=True))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -93,6 +96,7 @@ def build(cfg: DictConfig, job: run.Job | None = None):
 
         callbacks += [report] if (report := trial_report(cfg)) else []
     precision = resolve(cfg.trainer, model, datamodule, job.precision if job else None)
+    quiet_lightning()
     trainer = instantiate(
         cfg.trainer,
         precision=precision,
@@ -101,7 +105,53 @@ def build(cfg: DictConfig, job: run.Job | None = None):
         plugins=[AtomicCheckpointIO(), *(job.plugins if job else [])],
         limit_train_batches=None,  # cut by the datamodule
     )
+    validate_by_batches(trainer, datamodule)
     return datamodule, module, trainer
+
+
+def describe(cfg: DictConfig, datamodule, model) -> None:
+    """The data and the model a run trains, in a line each."""
+    splits = datamodule.splits
+    sizes = ", ".join(f"{len(splits[k][1]):,} {k}" for k in ("train", "val", "test"))
+    steps, features = splits["test"][0].shape[1:]  # sequences: (images, steps, features)
+    log.info(
+        f"data: {cfg.data.dataset} ({datamodule.root}): {sizes}; {cfg.data.view}, {steps} steps of {features}; "
+        f"batches of {cfg.data.batch_size}"
+    )
+    m = cfg.model
+    shape = f"{m.layers} x {m.hidden_size}" + (", bidirectional" if m.bidirectional else "")
+    params = sum(p.numel() for p in model.parameters())
+    log.info(f"model: {m.cell} {shape}, {params:,} parameters")
+
+
+def validate_by_batches(trainer, datamodule) -> None:
+    """Make trainer.val_check_interval count batches, as Lightning documents it (an int: every that many
+    training batches; a float below 1: after that fraction of an epoch's batches), where each of
+    Lightning's training steps takes several batches (steps_per_call; one device). The training steps
+    are made as long as the largest common divisor of steps_per_call, the interval and the epoch's
+    batches, so that a validation falls between two of them and every epoch is whole training steps
+    (its batch count and Lightning's then agree, within the epoch and across epochs); Lightning is
+    given the interval in those training steps."""
+    every, per_step = trainer.val_check_interval, datamodule.steps_per_call
+    if trainer.world_size > 1 or per_step == 1 or isinstance(every, bool) or not isinstance(every, (int, float)):
+        return  # one batch a training step already; a time-based interval (Lightning keeps it apart) counts no batches
+    batches = datamodule.train_dataloader().steps  # before fit: this process's whole epoch (one device)
+    if isinstance(every, float):
+        if every >= 1.0:
+            return  # at the end of each epoch
+        every = max(1, int(batches * every))  # Lightning's rounding, on batches
+    if every > batches and trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0:
+        raise ConfigError(
+            f"trainer.val_check_interval={every}: more than the {batches} training batches of an epoch; give at "
+            f"most {batches}, or add trainer.check_val_every_n_epoch=null to count batches across epochs"
+        )
+    datamodule.steps_per_call = math.gcd(per_step, every, batches)
+    trainer.val_check_interval = every // datamodule.steps_per_call
+    if datamodule.steps_per_call < per_step:
+        log.info(
+            f"steps_per_call={per_step} runs as {datamodule.steps_per_call}, so that validation falls between two "
+            f"training steps every {every} batches (of {batches} an epoch)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -251,6 +251,8 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
             "trainer.accumulate_grad_batches=4: gradient accumulation is not supported",
         ),
         (["trainer.accumulate_grad_batches=4"], "use a larger data.batch_size instead"),
+        (["+trainer.overfit_batches=5"], "trainer.overfit_batches=5: not supported"),
+        (["+trainer.overfit_batches=0.1"], "use trainer.limit_train_batches"),
         # groups a run cannot do without
         (["~model"], f"model: none chosen; choose one of {MODELS} (model=<option>)"),
         (["~optimizer"], "optimizer: none chosen; choose one of adam, adamw, rmsprop, sgd"),

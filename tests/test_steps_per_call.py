@@ -9,6 +9,7 @@ from conftest import ROOT, TINY, run_train, scalars
 from hydra import compose, initialize_config_dir
 from pytorch_lightning.callbacks import Callback
 
+from rnnexp.errors import ConfigError
 from rnnexp.module import ClassifierModule, Lean
 from rnnexp.progress import StepBar
 from rnnexp.train import build
@@ -88,3 +89,47 @@ def test_the_progress_bar_counts_optimizer_steps(tmp_path, tiny_mnist):
                             precision="32-true", enable_model_summary=False)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     assert shown == [(4, 11), (8, 11), (11, 11)]  # 11 batches, 4 to a training step
+
+
+class ValidatedAt(Callback):
+    """The optimizer steps after which validation ran (the sanity check left out)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+
+
+def validated_at(tmp_path, tiny_mnist, steps_per_call, *overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, f"data.root={tiny_mnist}", f"paths.run_dir={tmp_path}", "~logger",
+                                          "~callbacks", "trainer.max_epochs=2", f"steps_per_call={steps_per_call}",
+                                          *overrides])  # fmt: skip
+    datamodule, module, trainer = build(cfg)
+    seen = ValidatedAt()
+    trainer.callbacks.append(seen)
+    trainer.fit(module, datamodule=datamodule)
+    return seen.steps
+
+
+# The tiny data have 11 training batches an epoch. Lightning's own meaning is what it does with one batch a
+# training step; with ten, validation falls after the same batches.
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["+trainer.val_check_interval=5", "+trainer.limit_train_batches=10"], [5, 10, 15, 20]),
+        (["+trainer.val_check_interval=4"], [4, 8, 15, 19]),  # not at an epoch's end: Lightning's rule
+        (["+trainer.val_check_interval=0.5"], [5, 10, 16, 21]),  # int(11 * 0.5) batches
+        (["+trainer.val_check_interval=7", "+trainer.check_val_every_n_epoch=null"], [7, 14, 21]),  # across epochs
+    ],
+)
+def test_val_check_interval_counts_batches_whatever_steps_per_call_is(tmp_path, tiny_mnist, overrides, expected):
+    assert validated_at(tmp_path / "one", tiny_mnist, 1, *overrides) == expected  # Lightning's documented meaning
+    assert validated_at(tmp_path / "ten", tiny_mnist, 10, *overrides) == expected
+
+
+def test_val_check_interval_longer_than_an_epoch_is_refused_in_batches(tmp_path, tiny_mnist):
+    with pytest.raises(ConfigError, match=r"trainer.val_check_interval=12: more than the 11 training batches"):
+        validated_at(tmp_path, tiny_mnist, 10, "+trainer.val_check_interval=12")
