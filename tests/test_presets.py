@@ -106,6 +106,7 @@ def test_sequential_preset_reads_pixels_with_a_clipped_lstm(tmp_path, tiny_mnist
     assert datamodule.splits["test"][0].shape == (100, 784, 1)
 
 
+@pytest.mark.slow  # builds each paper's model and steps its schedule to the milestone: seconds each
 @pytest.mark.parametrize("preset", sorted(PAPERS))
 def test_paper_preset_sets_its_official_codes_settings_and_names_its_source(tmp_path, preset):
     with initialize_config_dir(str(CONF), version_base="1.3"):
