@@ -127,28 +127,20 @@ def _without_hydra_full_error(env: dict) -> dict:
     return env
 
 
-def cli(module: str, *argv: str, env: dict | None = None) -> _subprocess.CompletedProcess:
-    """An entry point's `main(argv)` (rnnexp.train, rnnexp.evaluate, rnnexp.predict) in this process:
-    its exit code and what it printed, as `python -m <module> <argv>` would give them. Whatever it
-    leaves in global state is undone: the environment, the root logger's handlers (Hydra's job
-    logging), Hydra's global state, torch's threads."""
-    import importlib
-
+@contextlib.contextmanager
+def process_state_restored():
+    """Around an entry point or Hydra app run in this process: what it leaves in global state is undone
+    afterwards: the environment, the root logger's handlers (Hydra's job logging: a console handler on
+    this test's captured output, which is closed once the test ends, and train.log's), Hydra's global
+    state, torch's threads."""
     import torch
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
     environ, root = dict(os.environ), logging.getLogger()
     handlers, level, threads = list(root.handlers), root.level, torch.get_num_threads()
-    os.environ.update(env or {})
-    stdout, stderr = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                code = importlib.import_module(module).main(list(argv))
-            except Exception:  # a bug: a console process would print its traceback and exit 1
-                traceback.print_exc()
-                code = 1
+        yield
     finally:
         for handler in set(root.handlers) - set(handlers):
             root.removeHandler(handler)
@@ -161,6 +153,23 @@ def cli(module: str, *argv: str, env: dict | None = None) -> _subprocess.Complet
         torch.set_num_threads(threads)
         os.environ.clear()
         os.environ.update(environ)
+
+
+def cli(module: str, *argv: str, env: dict | None = None) -> _subprocess.CompletedProcess:
+    """An entry point's `main(argv)` (rnnexp.train, rnnexp.evaluate, rnnexp.predict, rnnexp.report) in
+    this process: its exit code and what it printed, as `python -m <module> <argv>` would give them;
+    what it leaves in global state undone (process_state_restored)."""
+    import importlib
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with process_state_restored():
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = importlib.import_module(module).main(list(argv))
+            except Exception:  # a bug: a console process would print its traceback and exit 1
+                traceback.print_exc()
+                code = 1
     return _subprocess.CompletedProcess([module, *argv], code, stdout.getvalue(), stderr.getvalue())
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra.core.global_hydra import GlobalHydra
+from conftest import process_state_restored
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from pytorch_lightning.demos.boring_classes import BoringModel
@@ -79,13 +79,12 @@ def test_the_hydra_adapter_fits_the_installed_hydra():
 def test_the_hydra_adapter_runs_a_task_on_the_arguments_it_is_given(tmp_path, capsys):
     seen = []
     argv_before = list(sys.argv)
-    with adapter(hydra_compat):
+    with adapter(hydra_compat), process_state_restored():  # Hydra's job logging left on root: taken off again
         hydra_compat.run_hydra(seen.append, ROOT / "conf", "train", ["model=gru", f"hydra.run.dir={tmp_path}"])
         assert [cfg.model.cell for cfg in seen] == ["gru"]  # the arguments given, not this process's sys.argv
         hydra_compat.run_hydra(seen.append, ROOT / "conf", "train", ["--cfg", "job", "model=rnn"])
         assert "cell: rnn" in capsys.readouterr().out and len(seen) == 1  # Hydra's own flags work; no job ran
     assert sys.argv == argv_before
-    GlobalHydra.instance().clear()
 
 
 def test_the_tensorboard_adapter_fits_the_installed_torch(tmp_path):

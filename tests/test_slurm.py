@@ -122,12 +122,14 @@ def test_a_job_stopped_by_its_time_limit_is_requeued_and_ends_as_the_uninterrupt
 
 def test_a_stopped_submitter_then_resume_completes_the_sweep_and_submits_no_completed_job_again(tmp_path, tiny_mnist):
     env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    command = [sys.executable, "-m", "rnnexp.train", "-m", "hydra/launcher=slurm", "model=rnn,gru", *TINY,
+    # the second job trains long enough to be queued or running when the submitter is stopped, however fast the
+    # first one and the cluster are
+    command = [sys.executable, "-m", "rnnexp.train", "-m", "hydra/launcher=slurm", *TINY, "trainer.max_epochs=2,60",
                "hydra.launcher.array_parallelism=1"]  # fmt: skip
     submitter = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait(lambda: list(tmp_path.glob("multirun/*/0_model=rnn/metrics.json")), 180, "first job", submitter)
-        first = only(tmp_path.glob("multirun/*/0_model=rnn"))
+        wait(lambda: list(tmp_path.glob("multirun/*/0_trainer.max_epochs=2/metrics.json")), 180, "first job", submitter)
+        first = only(tmp_path.glob("multirun/*/0_trainer.max_epochs=2"))
         wait(lambda: record(first).get("status") == "completed", 180, "first job completed", submitter)
         submitter.send_signal(signal.SIGINT)  # Ctrl-C: the second job is still queued or running
         _, stderr = submitter.communicate(timeout=60)
@@ -146,7 +148,7 @@ def test_a_stopped_submitter_then_resume_completes_the_sweep_and_submits_no_comp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 of 2 jobs completed before: not submitted again" in result.stdout
     assert (first / "metrics.json").read_bytes() == completed
-    second = record(first.parent / "1_model=gru")
+    second = record(first.parent / "1_trainer.max_epochs=60")
     assert second["status"] == "completed" and second["scheduler_job"].split("_")[0] != array
 
 
