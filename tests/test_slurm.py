@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, TINY, only, record, run_train, scalars
+from conftest import ROOT, TINY, only, record, run_train, scalars, terminal
 
 pytestmark = pytest.mark.slurm
 
@@ -126,7 +126,10 @@ def test_a_stopped_submitter_then_resume_completes_the_sweep_and_submits_no_comp
     # first one and the cluster are
     command = [sys.executable, "-m", "rnnexp.train", "-m", "hydra/launcher=slurm", *TINY, "trainer.max_epochs=2,60",
                "hydra.launcher.array_parallelism=1"]  # fmt: skip
-    submitter = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C is the submitter's to handle, as for a command typed in a terminal, even where the tests run in the
+    # background of a script (which starts them with SIGINT ignored, and a child inherits that)
+    submitter = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=terminal())  # fmt: skip
     try:
         wait(lambda: list(tmp_path.glob("multirun/*/0_trainer.max_epochs=2/metrics.json")), 180, "first job", submitter)
         first = only(tmp_path.glob("multirun/*/0_trainer.max_epochs=2"))
