@@ -30,7 +30,7 @@ STEPWISE_CELLS = ("lstm_stepwise", "lstm_peephole", "lnlstm", "indrnn", "cornn",
 INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
 VIEWS = ("rows", "columns", "pixels", "permuted")
 DATASETS = ("mnist", "fashion_mnist")
-# Lightning 2.6's `Trainer(precision=...)` values (lightning_fabric's _PRECISION_INPUT).
+# Lightning 2.6's `Trainer(precision=...)` values (rnnexp.compat.lightning.precision_values, held equal by a test).
 PRECISIONS = (
     "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
     "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16, "auto",

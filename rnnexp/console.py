@@ -20,7 +20,7 @@ LIGHTNING_LINES = re.compile(r"GPU available: |TPU available: |💡 Tip: ")
 # step itself, so it does not apply).
 WARNINGS = (
     (r"The `srun` command is available on your system but is not used", r"lightning_fabric\.plugins\.environments"),
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\."),
     (r"The number of training batches .* is smaller than the logging interval", r"pytorch_lightning\.loops"),
 )
 

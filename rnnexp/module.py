@@ -19,7 +19,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from rnnexp.compat.lightning import optimizer_step_progress, set_steps_logged_at, trainer_of
+from rnnexp.compat.lightning import PlainHookAttributes, optimizer_step_progress, set_steps_logged_at, trainer_of
 from rnnexp.errors import ConfigError, Diverged
 
 log = logging.getLogger("rnnexp")
@@ -51,7 +51,7 @@ def cross_entropies(logits: torch.Tensor, y: torch.Tensor, label_smoothing: floa
     return (1 - label_smoothing) * loss + uniform, loss
 
 
-class ClassifierModule(pl.LightningModule):
+class ClassifierModule(PlainHookAttributes, pl.LightningModule):
     """Cross-entropy training with accuracy for train, validation and test.
 
     `train/loss` is the plain cross-entropy, the quantity `val/loss` is, whatever `label_smoothing`
@@ -101,15 +101,6 @@ class ClassifierModule(pl.LightningModule):
         # Not a buffer: DDP would overwrite every process's sums with rank 0's before each step.
         self.train_sums = torch.zeros(3)  # loss sum, correct, objective sum; moved to the device in on_fit_start
         self._train_steps = self._train_seen = 0
-
-    def __setattr__(self, name: str, value) -> None:
-        # Lightning sets `_current_fx_name` around every hook, some 30 times a step, and
-        # nn.Module.__setattr__ searches parameters, buffers and submodules each time. An existing
-        # plain attribute given a plain value ends up in __dict__ either way: put it there directly.
-        if name in self.__dict__ and not isinstance(value, (torch.Tensor, nn.Module)):
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -381,6 +381,8 @@ def expected(err: BaseException) -> ExpectedError | None:
     """The user-fixable failure behind `err` (itself, or what it was raised from), or None for a bug."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    from rnnexp.compat.lightning import raised_by_lightning
+
     chain = []
     while err is not None and err not in chain:
         chain.append(err)
@@ -396,7 +398,7 @@ def expected(err: BaseException) -> ExpectedError | None:
                 f"out of memory ({_first_line(err)[:200]}); "
                 "use a smaller model.hidden_size, model.layers or data.batch_size"
             )
-        if isinstance(err, MisconfigurationException) or (isinstance(err, ValueError) and _raised_in_lightning(err)):
+        if isinstance(err, MisconfigurationException) or (isinstance(err, ValueError) and raised_by_lightning(err)):
             return ConfigError(_first_line(err))  # a Trainer or callback setting Lightning refuses
     return None
 
@@ -409,16 +411,6 @@ def out_of_memory(err: BaseException) -> bool:
     if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
         return True
     return isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))
-
-
-def _raised_in_lightning(err: BaseException) -> bool:
-    """Whether the innermost frame of `err` is Lightning's: its ValueErrors are about its settings."""
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and (
-        "pytorch_lightning" in tb.tb_frame.f_code.co_filename or "lightning_fabric" in tb.tb_frame.f_code.co_filename
-    )
 
 
 def _first_line(err: BaseException) -> str:

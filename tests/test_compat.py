@@ -65,6 +65,31 @@ def test_the_lightning_adapter_fits_the_installed_lightning(tmp_path):
         assert lightning.steps_logged_at(saved) == trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def test_the_lightning_adapter_knows_lightnings_precisions_its_errors_and_its_hook_attribute(tmp_path):
+    from rnnexp.config import PRECISIONS
+
+    with adapter(lightning):
+        values = lightning.precision_values()
+        assert sorted(map(repr, PRECISIONS)) == sorted(map(repr, [*values, "auto"]))  # repr: 32 and "32" both
+        with pytest.raises(ValueError) as refused:
+            pl.Trainer(precision="no-such-precision", logger=False)
+        assert lightning.raised_by_lightning(refused.value)
+        with pytest.raises(ValueError) as ours:
+            int("not a number")
+        assert not lightning.raised_by_lightning(ours.value)
+
+        class Module(lightning.PlainHookAttributes, BoringModel):
+            pass
+
+        module = Module()
+        quiet = {"enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+        trainer = pl.Trainer(max_steps=1, limit_val_batches=0, logger=False, default_root_dir=tmp_path, **quiet)
+        trainer.fit(module)
+        assert "_current_fx_name" in module.__dict__  # what the fast path is for: Lightning still sets it so
+        module.anything = 3
+        assert module.anything == 3 and isinstance(module.layer, torch.nn.Module)
+
+
 def test_the_hydra_adapter_fits_the_installed_hydra():
     with adapter(hydra_compat):
         parsed = OverridesParser.create().parse_overrides(["a=1,2", "b=3"])
@@ -98,7 +123,7 @@ def test_the_tensorboard_adapter_fits_the_installed_torch(tmp_path):
 PRIVATE = re.compile(
     r"\._(batches_that_stepped|signal_connector|get_file_writer|return_value|trainer|storage|study_id)\b"
     r"|\"_(batches_that_stepped|return_value)\"|hydra\._internal|hydra_optuna_sweeper|optim_step_progress"
-    r"|batch_progress|\[\"loops\"\]|_is_mkldnn"
+    r"|batch_progress|\[\"loops\"\]|_is_mkldnn|_current_fx_name|_PRECISION_INPUT|\._pytree|co_filename"
 )
 
 

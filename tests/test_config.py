@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import pytorch_lightning as pl
@@ -17,11 +16,9 @@ from conftest import CONF, ROOT, TINY, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
-from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
 
 from rnnexp.config import (
     CELLS,
-    PRECISIONS,
     RULES,
     SETTINGS,
     STEPWISE_CELLS,
@@ -336,11 +333,6 @@ def test_a_key_hydra_cannot_override_is_named_with_the_near_miss(overrides, line
 )
 def test_check_accepts_what_works(tmp_path, overrides):
     check(composed(tmp_path, *overrides))
-
-
-def test_precisions_are_lightnings_and_auto():
-    lightning = [value for literal in get_args(_PRECISION_INPUT) for value in get_args(literal)]
-    assert sorted(map(repr, PRECISIONS)) == sorted(map(repr, [*lightning, "auto"]))  # repr: 32 and "32" both
 
 
 def test_trainer_flags_are_the_trainers_boolean_arguments():

@@ -44,3 +44,39 @@ def trainer_of(module: pl.LightningModule) -> pl.Trainer | None:
         return module.trainer
     except RuntimeError:
         return None
+
+
+def precision_values() -> list:
+    """Every value `Trainer(precision=...)` takes: lightning_fabric's `_PRECISION_INPUT` Literals.
+    rnnexp.config keeps a copy (PRECISIONS) so that checking a config imports no torch;
+    tests/test_compat.py holds the two equal."""
+    from typing import get_args
+
+    from pytorch_lightning.trainer.trainer import _PRECISION_INPUT
+
+    return [value for literal in get_args(_PRECISION_INPUT) for value in get_args(literal)]
+
+
+def raised_by_lightning(err: BaseException) -> bool:
+    """Whether the innermost frame of `err` is in Lightning's packages: Lightning refuses a setting it
+    cannot use with a plain ValueError (at fit time too), which no type tells from a bug of ours."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return "pytorch_lightning" in filename or "lightning_fabric" in filename
+
+
+class PlainHookAttributes:
+    """A LightningModule mixin: Lightning sets the module's `_current_fx_name` around every hook, some
+    30 times a step, and nn.Module.__setattr__ searches parameters, buffers and submodules each time.
+    An existing plain attribute given a plain value ends up in __dict__ either way: put it there
+    directly (tests/test_compat.py checks that Lightning still sets that attribute so)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        import torch
+
+        if name in self.__dict__ and not isinstance(value, (torch.Tensor, torch.nn.Module)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
