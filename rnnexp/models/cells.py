@@ -25,6 +25,16 @@ def _positive(key: str, value: float | None, null: bool = False) -> None:
         raise ConfigError(f"model.cell_args.{key}={value}: must be a number > 0" + (" or null" if null else ""))
 
 
+class TwoStates(nn.Module):
+    """A cell whose state is two tensors of hidden_size (h and c, y and z), both zero at the start."""
+
+    hidden_size: int
+
+    def initial_state(self, batch: int, device, dtype):
+        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
+        return zeros, zeros
+
+
 class LSTMCell(nn.Module):
     """One step of nn.LSTM: gates i, f, g, o from `weight_ih @ x + bias_ih + weight_hh @ h + bias_hh`,
     its parameters laid out as nn.LSTM's (`weight_hr` for `proj_size`), initialized as nn.LSTM's
@@ -120,7 +130,7 @@ class PeepholeLSTMCell(LSTMCell):
             nn.init.xavier_uniform_(self.weight_hr)
 
 
-class LayerNormLSTMCell(nn.Module):
+class LayerNormLSTMCell(TwoStates):
     """The layer-normalized LSTM of Ba, Kiros & Hinton 2016 (Layer Normalization, sec. 3.1 and
     appendix): the input and recurrent products normalized apart, each with its own gain, and the
     cell state normalized before the output's tanh. Gains 1, biases 0 (the paper's), weights as
@@ -140,10 +150,6 @@ class LayerNormLSTMCell(nn.Module):
         nn.init.uniform_(self.weight_hh, -bound, bound)
         with torch.no_grad():
             self.bias[hidden_size : 2 * hidden_size] = forget_bias  # gate order i, f, g, o
-
-    def initial_state(self, batch: int, device, dtype):
-        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        return zeros, zeros
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm_ih(F.linear(x, self.weight_ih)) + self.bias  # per step: normalized over the features
@@ -194,7 +200,7 @@ class IndRNNCell(nn.Module):
         return h, h
 
 
-class CoRNNCell(nn.Module):
+class CoRNNCell(TwoStates):
     """Coupled oscillatory RNN (Rusch & Mishra, ICLR 2021): a second-order ODE of damped, driven
     oscillators, discretized with step dt:
     z = z + dt * (tanh(W y + V z + U x + b) - gamma * y - epsilon * z); y = y + dt * z; the output is y.
@@ -213,10 +219,6 @@ class CoRNNCell(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def initial_state(self, batch: int, device, dtype):
-        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        return zeros, zeros
-
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih, self.bias)
 
@@ -228,7 +230,7 @@ class CoRNNCell(nn.Module):
         return y, (y, z)
 
 
-class LEMCell(nn.Module):
+class LEMCell(TwoStates):
     """Long expressive memory (Rusch, Mishra, Erichson & Mahoney, ICLR 2022): two learned time steps,
     dt * sigmoid(...), integrate a slow and a fast state. All weights and biases uniform in
     +-1/sqrt(hidden_size), as the paper's code. The output is y."""
@@ -247,10 +249,6 @@ class LEMCell(nn.Module):
         bound = 1 / math.sqrt(hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
-
-    def initial_state(self, batch: int, device, dtype):
-        zeros = torch.zeros(batch, self.hidden_size, device=device, dtype=dtype)
-        return zeros, zeros
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_ih, self.bias_ih)
