@@ -394,6 +394,8 @@ def arguments(argv: list[str]) -> tuple[list[Path], Path | None]:
         if Path(arg).exists() or not sep:
             folders.append(Path(arg))
         elif key == "out":
+            if not value:
+                raise ConfigError(f"out=: give a folder for report.md/.csv/.png; usage: {USAGE}")
             out = Path(value)
         else:
             raise ConfigError(f"{key}: not a setting of rnnexp.report (nor an existing folder); usage: {USAGE}")

@@ -241,5 +241,7 @@ def test_the_report_takes_settings_as_key_value_like_every_entry_point(tmp_path,
     assert report.main([str(job), f"out={tmp_path / 'out'}"]) == 0 and (tmp_path / "out" / "report.md").is_file()
     assert report.main([str(job), "outt=x"]) == 1
     assert capsys.readouterr().err.startswith("error: outt: not a setting of rnnexp.report")
+    assert report.main([str(job), "out="]) == 1
+    assert capsys.readouterr().err.startswith("error: out=: give a folder")
     assert report.main([str(tmp_path / "nowhere")]) == 1
     assert f"error: no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
