@@ -26,7 +26,7 @@ def test_a_run_says_what_it_decided_and_what_to_run_next_without_lightnings_chat
     lightning.addHandler(kept)
     try:
         with warnings.catch_warnings(record=True) as caught:
-            result = run_train(*TINY, "trainer.max_epochs=1", data=tiny_mnist, out=tmp_path)
+            result = run_train(*TINY, "trainer.max_epochs=2", data=tiny_mnist, out=tmp_path)
     finally:
         lightning.removeHandler(kept)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,5 +41,8 @@ def test_a_run_says_what_it_decided_and_what_to_run_next_without_lightnings_chat
     assert re.search(r"model: lstm 1 x 16, 3,114 parameters", console)
     assert "precision: 32-true (trainer.precision)" in console
     assert f"run folder: {run_dir}" in console
+    # the generated files' warning, said once by the run (not again by each validation's sample images)
+    warning = "not the published MNIST files"
+    assert console.count(warning) == 1 and (run_dir / "train.log").read_text().count(warning) == 1
     tail = console[console.index("test/acc=") :]  # the last lines: where the run is, what to run next
     assert f"tensorboard --logdir {run_dir}" in tail and f"python -m rnnexp.evaluate ckpt_path={run_dir}" in tail

@@ -205,6 +205,7 @@ class SequenceDataModule(pl.LightningDataModule):
         self.download, self.seed, self.shift, self.steps_per_call = download, seed, shift, steps_per_call
         self.limit_train_batches = limit_train_batches
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.arrays: dict[str, np.ndarray] = {}  # the four arrays as read (idx.load's, memoized there)
 
     @property
     def num_classes(self) -> int:
@@ -232,8 +233,8 @@ class SequenceDataModule(pl.LightningDataModule):
     def images(self, split: str, count: int | None = None) -> torch.Tensor:
         """A split's images (its first `count`) as read, uint8 (N, 28, 28), to show them (the splits
         hold sequences)."""
-        arrays = load(self.root, self.dataset, download_missing=False)  # parsed once per process
-        v = self.val_size
+        self.setup()  # the arrays setup read: not read again, nor its warnings said again each validation
+        arrays, v = self.arrays, self.val_size
         chosen = {"test": arrays["test_images"], "val": arrays["train_images"][:v], "train": arrays["train_images"][v:]}
         return torch.tensor(chosen[split][:count])  # a copy of those alone
 
@@ -243,7 +244,7 @@ class SequenceDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        arrays = load(self.root, self.dataset, download_missing=self.download)
+        self.arrays = arrays = load(self.root, self.dataset, download_missing=self.download)  # read-only, shared
         train_x, train_y = self._tensors(arrays["train_images"], arrays["train_labels"])
         if not 0 < self.val_size < len(train_y):
             raise ConfigError(
