@@ -8,6 +8,7 @@ stays on screen (and in train.log) and the finished bar is not left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -15,6 +16,7 @@ import time
 
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger("rnnexp")
 
@@ -60,7 +62,9 @@ class StepBar(EpochLog, TQDMProgressBar):
     and validation accuracy under short names, at the precision they carry. It counts optimizer
     steps (batches) rather than Lightning's training steps, each of which takes `steps_per_call` of
     them. At each epoch's end the bar gives way to the epoch's line (EpochLog); after the last
-    it is erased, not left beside that line."""
+    it is erased, not left beside that line. While it trains, the console's log lines (the run's:
+    a stop signal's notice, say) are written through tqdm, which clears the bar, writes the line and
+    redraws the bar below it, rather than after the bar on its line."""
 
     # Lightning's BAR_FORMAT less the percentage (the bar and the count say it) and the rate (the time left
     # says it), so that the metrics fit. Only the training bar's: validation and test keep Lightning's.
@@ -68,6 +72,10 @@ class StepBar(EpochLog, TQDMProgressBar):
     # logged name: (shown name, format): a loss to 3 significant digits; a training accuracy over a logging
     # interval of batches to 3 decimals; the validation accuracy, over thousands of images, to 4 (as the log)
     SHOWN = {"train/loss": ("loss", ".3g"), "train/acc": ("acc", ".3f"), "val/acc": ("val/acc", ".4f")}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._console = contextlib.ExitStack()  # the console's log lines through tqdm while training
 
     @property
     def total_train_batches(self) -> int | float:
@@ -92,6 +100,24 @@ class StepBar(EpochLog, TQDMProgressBar):
         metrics = trainer.progress_bar_metrics
         return {name: format(float(metrics[key]), spec) for key, (name, spec) in self.SHOWN.items() if key in metrics}
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        console = [h for h in logging.root.handlers if getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+        if self.is_enabled and console:  # (with none, tqdm's redirect would add one)
+            self._console.enter_context(logging_redirect_tqdm(tqdm_class=Tqdm))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._console.close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # A stopped or failed run: the bars are erased (Lightning leaves them drawn), so that the run's last
+        # lines (where it stopped, what to do) start lines of their own
+        self._console.close()
+        for bar in ("val_progress_bar", "train_progress_bar"):
+            with contextlib.suppress(TypeError):  # Lightning's answer for a bar not made yet
+                getattr(self, bar).close()
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         # Lightning's, but the bar redrawn once, with this epoch's name (Lightning's is `Epoch <from 0>`)
         total = self.total_train_batches
@@ -108,12 +134,14 @@ class StepBar(EpochLog, TQDMProgressBar):
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # redraws
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        # Not Lightning's, which redraws the bar with its postfix: the bar is cleared and its epoch's line
-        # printed in its place; the next epoch's bar draws below it.
-        if self.train_progress_bar is None or not self.is_enabled:
+        # Not Lightning's, which redraws the bar with its postfix: the epoch's line is printed in the bar's
+        # place (tqdm clears the bar for it) and the bar, redrawn below it, is cleared; the next epoch's
+        # bar draws there. A line after training (Lightning's `Trainer.fit` stopped) starts a line of its own.
+        if not self.is_enabled:
             return
-        self.train_progress_bar.clear()
+        self.train_progress_bar.clear()  # where no console log handler goes through tqdm
         self.log_epoch(trainer)
+        self.train_progress_bar.clear()
 
 
 class EpochLines(EpochLog, ProgressBar):

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import termios
 import time
 from types import SimpleNamespace
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, terminal
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
@@ -68,57 +69,92 @@ def test_a_run_without_an_epoch_limit_counts_its_epochs_alone():
     assert epoch_of(SimpleNamespace(current_epoch=4, max_epochs=-1)) == "epoch 5"
 
 
-def on_a_terminal(command: list[str], env: dict, columns: int, timeout: float) -> str:
-    """What `command` writes to a terminal `columns` wide (a pseudo-terminal: tqdm draws its bar only on a
-    terminal, sized by it), as written: carriage returns and escapes included."""
+def on_a_terminal(command: list[str], env: dict, columns: int, timeout: float, interrupt: str | None = None):
+    """The exit code of `command` run on a terminal `columns` wide (a pseudo-terminal: tqdm draws its bar only on
+    a terminal, sized by it) and what it wrote there, as written: carriage returns and escapes included. With
+    `interrupt`, a pattern, the command gets a SIGINT (Ctrl-C) once what it wrote matches it."""
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {**env, "COLUMNS": str(columns), "LINES": "24"}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=child, stdout=child, stderr=child, close_fds=True)
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdin=child, stdout=child, stderr=child, preexec_fn=terminal())
     os.close(child)
     out, deadline = bytearray(), time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([main], [], [], deadline - time.monotonic())
-            if not ready:
+            if not select.select([main], [], [], deadline - time.monotonic())[0]:
                 continue
             try:
                 chunk = os.read(main, 65536)
-            except OSError as err:  # EIO: the terminal's other end closed (the process and its children ended)
+            except OSError as err:  # EIO: the terminal's other end closed (the process ended)
                 if err.errno != errno.EIO:
                     raise
                 break
             if not chunk:
                 break
             out += chunk
+            if interrupt and re.search(interrupt, out.decode(errors="replace")):
+                proc.send_signal(signal.SIGINT)
+                interrupt = None
         else:
             raise AssertionError(f"still running after {timeout} s: {out.decode(errors='replace')[-3000:]}")
-        assert proc.wait(timeout=30) == 0, out.decode(errors="replace")[-3000:]
+        return proc.wait(timeout=30), out.decode()
     finally:
         proc.kill()
         proc.wait()
         os.close(main)
-    return out.decode()
+
+
+def screen(written: str) -> list[str]:
+    """The lines a terminal shows once `written` was written to it (the scrollback too): a carriage return goes
+    back to the line's start, a newline down a line, ESC[nA up n lines (tqdm's moves between its bars), other
+    escapes change nothing here; text overwrites what is under it. Lines are not wrapped (the bars fit)."""
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[\d*[A-Za-z]|\r|\n|[^\x1b\r\n]+", written):
+        if token == "\r":
+            col = 0
+        elif token == "\n":
+            row += 1
+            lines += [""] * (row + 1 - len(lines))
+        elif token.startswith("\x1b["):
+            row -= int(token[2:-1] or 1) if token.endswith("A") else 0
+        else:
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + token + line[col + len(token) :]
+            col += len(token)
+    return [line.rstrip() for line in lines]
+
+
+def tiny_train(tiny_mnist, tmp_path, *overrides: str) -> tuple[list[str], dict]:
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    return [sys.executable, "-m", "rnnexp.train", *TINY, *overrides], env
+
+
+KEPT = r"\[[^]]*\]\[rnnexp\]\[INFO\] - epoch (\d+)/(\d+), step (\d+), train/loss .*, val/acc [\d.]+, [\d.]+ s"
 
 
 def test_on_an_80_column_terminal_each_epoch_leaves_its_line_and_the_bar_fits(tmp_path, tiny_mnist):
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    screen = on_a_terminal([sys.executable, "-m", "rnnexp.train", *TINY, "trainer.max_epochs=2"], env, 80, 300)
-    drawn = [part for line in screen.split("\n") for part in line.split("\r")]  # each redraw of a line
+    code, written = on_a_terminal(*tiny_train(tiny_mnist, tmp_path, "trainer.max_epochs=2"), columns=80, timeout=300)
+    assert code == 0, written[-3000:]
+    drawn = [part for line in written.split("\n") for part in line.split("\r")]  # each drawing of a line
     bars = [part for part in drawn if re.match(r"epoch \d/2 \|", part)]
     assert bars and all(len(bar) <= 80 for bar in bars), [bar for bar in bars if len(bar) > 80]
     # the epoch's bar after its validation holds the validation accuracy
     assert [bar for bar in bars if bar.startswith("epoch 1/2") and re.search(r"val/acc=[01]\.\d{4}\]$", bar)]
-    # one kept line per epoch, counted from 1 as the bar, each after its validation; on its own line
-    kept = re.findall(
-        r"(?:^|\r)\[[^]]*\]\[rnnexp\]\[INFO\] - (epoch (\d)/2, step (\d+), .*val/acc [\d.]+, [\d.]+ s)\r?$",
-        screen,
-        re.M,
-    )
-    assert [(e, s) for _, e, s in kept] == [("1", "11"), ("2", "22")], screen
-    # Lightning's line on a line of its own, not after the bar; the last bar is not drawn again after training
-    assert re.search(r"(^|\n)\r*`Trainer.fit` stopped: `max_epochs=2` reached\.", screen), screen
-    after = screen[screen.index(kept[-1][0]) :]
-    assert not re.search(r"epoch \d/2 \|", after), after
-    assert screen.count("not the published MNIST files") == 1
+    shown = screen(written)
+    # one kept line per epoch, counted from 1 as the bar, each after its validation, each a line of its own
+    assert [m.groups() for line in shown if (m := re.fullmatch(KEPT, line))] == [("1", "2", "11"), ("2", "2", "22")]
+    # no bar left on the screen (the kept lines say what it said), none glued to Lightning's line
+    assert not [line for line in shown if re.search(r"epoch \d/2 \|", line)], shown
+    assert "`Trainer.fit` stopped: `max_epochs=2` reached." in shown, shown
+    assert written.count("not the published MNIST files") == 1
+
+
+def test_a_line_logged_while_the_bar_is_drawn_starts_a_line_of_its_own(tmp_path, tiny_mnist):
+    # Ctrl-C while the second epoch's bar is drawn: the run says it stops, then stops
+    command, env = tiny_train(tiny_mnist, tmp_path, "trainer.max_epochs=200")
+    code, written = on_a_terminal(command, env, columns=80, timeout=300, interrupt=r"epoch 2/200 \|[^\r\n]*\d+/11")
+    assert code == 130, written[-3000:]
+    shown = screen(written)
+    assert [line for line in shown if re.fullmatch(r"\[[^]]*\]\[rnnexp\]\[WARNING\] - SIGINT: stopping after .*", line)]
+    assert not [line for line in shown if re.search(r"epoch \d+/200 \|", line)], shown
