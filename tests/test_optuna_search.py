@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -423,7 +425,45 @@ def test_two_searches_started_together_on_a_fresh_database_share_its_n_trials(tm
         assert "already exists" not in out + err
     trials = study(tmp_path).trials
     assert len(trials) == 4 and [t.number for t in trials] == [0, 1, 2, 3]  # 4 in all, not 4 each
-    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["reason"] == "config" for t in trials)
+    states = [(t.number, t.state.name, t.user_attrs.get("reason")) for t in trials]
+    assert all(state[1:] == ("FAIL", "config") for state in states), states
+
+
+def waiting_on_flock(pid: int) -> bool:
+    """Whether process `pid` is blocked waiting for a flock (its request listed after `->` in /proc/locks)."""
+    return any(
+        line.split()[1] == "->" and line.split()[2] == "FLOCK" and line.split()[5] == str(pid)
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_a_search_starting_while_another_asks_for_a_trial_leaves_that_trial_alone(tmp_path, tiny_mnist):
+    from rnnexp.study import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    other = optuna.create_study(study_name="rnnexp", storage=storage, direction="maximize")
+    with open(tmp_path / "optuna.db.ask-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another search, between asking for a trial and marking it its own
+        trial = other.ask()
+        proc = popen_train(*SEARCH, "hydra.sweeper.n_trials=2", "model.layers=choice(0)", data=tiny_mnist, out=tmp_path)
+        try:
+            deadline = time.monotonic() + 120
+            while not waiting_on_flock(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # it waits before looking for abandoned trials: without the lock it failed this one as killed
+            assert waiting_on_flock(proc.pid), proc.poll()
+            assert other.trials[0].state == optuna.trial.TrialState.RUNNING
+            trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    first, second = study(tmp_path).trials
+    assert first.state == optuna.trial.TrialState.RUNNING  # left to its own search
+    assert second.state == optuna.trial.TrialState.FAIL and second.user_attrs["reason"] == "config"
 
 
 # --- workers
