@@ -79,6 +79,25 @@ SETTINGS = {
         "default_root_dir", "enable_autolog_hparams", "model_registry",
     ),
 }  # fmt: skip
+# Trainer arguments rnnexp cannot honour, each with the values that leave it off and the rest of the one line
+# that refuses any other ({} is the value given). Never offered (rnnexp.help leaves them out of --help).
+REFUSED = {
+    "trainer.gradient_clip_val": (
+        (None, 0),
+        "Lightning's clipping does not work with rnnexp's manual optimization; use grad_clip={} (max global "
+        "gradient norm)",
+    ),
+    "trainer.accumulate_grad_batches": (
+        (1,),
+        "gradient accumulation is not supported (rnnexp optimizes by hand, one step per batch); use a larger "
+        "data.batch_size instead",
+    ),
+    "trainer.overfit_batches": (
+        (0, 0.0),
+        "not supported (Lightning would count training steps of steps_per_call batches, and cannot turn off the "
+        "shuffling of rnnexp's batches); to train on fewer batches an epoch use trainer.limit_train_batches",
+    ),
+}
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
@@ -343,22 +362,10 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
             "trainer.max_epochs=-1: with trainer.max_steps=-1 too the run has no set length, which a learning-rate "
             "schedule needs; set trainer.max_epochs or trainer.max_steps, or scheduler=none"
         )
-    if trainer.get("gradient_clip_val") not in (None, 0):
-        raise ConfigError(
-            f"trainer.gradient_clip_val={_show(trainer.gradient_clip_val)}: Lightning's clipping does not work with "
-            f"rnnexp's manual optimization; use grad_clip={_show(trainer.gradient_clip_val)} (max global gradient norm)"
-        )
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError(
-            f"trainer.accumulate_grad_batches={_show(trainer.accumulate_grad_batches)}: gradient accumulation is not "
-            "supported (rnnexp optimizes by hand, one step per batch); use a larger data.batch_size instead"
-        )
-    if trainer.get("overfit_batches", 0) not in (0, 0.0):
-        raise ConfigError(
-            f"trainer.overfit_batches={_show(trainer.overfit_batches)}: not supported (Lightning would count "
-            f"training steps of steps_per_call batches, and cannot turn off the shuffling of rnnexp's batches); "
-            "to train on fewer batches an epoch use trainer.limit_train_batches"
-        )
+    for key, (off, line) in REFUSED.items():
+        name = key.removeprefix("trainer.")
+        if trainer.get(name, off[0]) not in off:
+            raise ConfigError(f"{key}={_show(trainer[name])}: {line.format(_show(trainer[name]))}")
     optimizer = cfg.optimizer
     if optimizer.get("nesterov") and (not optimizer.get("momentum") or optimizer.get("dampening", 0) != 0):
         raise ConfigError(

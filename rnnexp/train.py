@@ -20,10 +20,12 @@ from rnnexp import run
 from rnnexp.config import swept
 from rnnexp.console import quiet_lightning
 from rnnexp.errors import ConfigError
+from rnnexp.help import help_resolver
 from rnnexp.tensorboard import hparams, log_hparams
 
 log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
+OmegaConf.register_new_resolver("rnnexp_help", help_resolver, replace=True)  # --help's groups and keys
 
 
 def train(cfg: DictConfig) -> float | None:
