@@ -199,7 +199,10 @@ def default_config() -> DictConfig:
 def main(argv: list[str] | None = None) -> int:
     """`python -m rnnexp.help`: print the README's configuration tables."""
     if list(sys.argv[1:] if argv is None else argv):
-        print("error: python -m rnnexp.help takes no arguments; it prints the README's configuration tables")
+        print(
+            "error: python -m rnnexp.help takes no arguments; it prints the README's configuration tables",
+            file=sys.stderr,
+        )
         return 2
     print(markdown(default_config()))
     return 0
