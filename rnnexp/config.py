@@ -533,58 +533,6 @@ def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
     return f"{err}: a config group takes the name of one of its options, not null"
 
 
-NAME_MAX = 120  # characters of a job folder's name (filesystems allow 255 bytes)
-
-
-def swept(task_overrides, params=None, sweep_dir: str | None = None, argv: list[str] | None = None) -> str:
-    """A sweep job's folder name: its values for the keys the sweep varies.
-
-    `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
-    `model=gru`: the fixed override is the same for all and is left out. The swept keys are those
-    of the command line and of the sweeper's `params` (a search space in a config file). The names
-    become TensorBoard's run names, so they show what differs between runs; long floats are
-    shortened (an Optuna trial's lr=0.0031622776601683794 is lr=0.003162) and the name is capped.
-
-    The command line is the sweep's, as Hydra wrote it to `sweep_dir`/multirun.yaml before launching
-    any job: a job that a launcher runs in a process of its own (submitit's, on Slurm) has another
-    sys.argv.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if argv is None:
-        argv = sweep_command_line(sweep_dir)
-    args = [a for a in argv if not a.startswith("-")]
-    try:
-        keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
-    except Exception:  # an unparsable command line fails later, with Hydra's own message
-        keys = set()
-    keys |= {str(k) for k in (params or {})}
-    # a resumed sweep keeps its names; an Optuna trial's number is the folder's number already
-    given = [o for o in task_overrides if not o.startswith(("resume=", "trial="))]
-    chosen = [o for o in given if o.split("=", 1)[0].lstrip("+~") in keys] or given
-    name = ",".join(_short(o) for o in chosen).replace(os.sep, "_") or "defaults"
-    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 3] + "..."
-
-
-def _short(override: str) -> str:
-    key, sep, value = override.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        return override
-    return f"{key}={number:.4g}" if len(value) > 10 and math.isfinite(number) else override
-
-
-def sweep_command_line(sweep_dir: str | None) -> list[str]:
-    """The sweep's overrides: from its multirun.yaml where there is one, else this process's sys.argv."""
-    saved = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
-    if saved is not None and saved.is_file():
-        overrides = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task")
-        if overrides is not None:
-            return list(overrides)
-    return sys.argv[1:]
-
-
 def check_run(argv: list[str]) -> None:
     """A single run's command line (no -m): a search chosen there would be ignored (Hydra runs one job
     with the defaults of the search, testing off), so it is refused."""

@@ -496,17 +496,6 @@ def test_empty_output_dir_variable_puts_the_run_in_the_working_folder(tmp_path, 
     assert Path("/runs").exists() == root_runs
 
 
-def test_sweep_job_names_are_the_swept_values_short_and_capped():
-    from rnnexp.config import NAME_MAX, swept
-
-    trial = ["optimizer.lr=0.0031622776601683794", "model.hidden_size=64", "data.root=/x", "trial=7"]
-    params = {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "model.hidden_size": "choice(32, 64)"}
-    assert swept(trial, params, argv=["-m", "hparams_search=optuna"]) == "optimizer.lr=0.003162,model.hidden_size=64"
-    assert swept(["optimizer.lr=1000000.0"], None, argv=["-m", "optimizer.lr=0.01,1e6"]) == "optimizer.lr=1000000.0"
-    many = [f"model.setting_{i}=value_{i}" for i in range(40)]  # nothing swept by name: every override
-    assert len(swept(many, None, argv=["-m"])) == NAME_MAX
-
-
 def test_a_slurm_sweep_where_there_is_no_slurm_is_one_line(tmp_path, tiny_mnist, monkeypatch):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))  # python, and no sbatch or srun
     result = run_train("-m", "hydra/launcher=slurm", "model=rnn,gru", data=tiny_mnist, out=tmp_path)

@@ -478,6 +478,16 @@ while time.time() < float(sys.argv[2]):
 optuna.create_study(study_name="rnnexp", storage=open_storage(sys.argv[1]), load_if_exists=True)
 """
 
+WATCH = """
+import sqlite3, sys, time
+from pathlib import Path
+path, deadline = Path(sys.argv[1].removeprefix("sqlite:///")), float(sys.argv[2]) + 60
+while not path.exists() and time.time() < deadline:
+    pass
+# the moment the file is there, it has all its tables and version rows (a reader never sees it half-made)
+print(sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall())
+"""
+
 
 def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path):
     # optuna's RDBStorage alone: one of the two dies with "table studies already exists" (or a
@@ -485,14 +495,16 @@ def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path)
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
         start = time.time() + 8  # both past their imports, then at the same instant
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs = [
-            subprocess.Popen([sys.executable, "-c", RACE, storage, str(start)], stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
+            subprocess.Popen([sys.executable, "-c", code, storage, str(start)], **pipes) for code in (RACE, RACE, WATCH)
         ]
         for proc in procs:
-            _, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-3000:]
+        assert len(eval(out)) == 1  # the watcher's one alembic_version row
         assert len(optuna.get_all_study_summaries(storage)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna0.db", "optuna1.db", "optuna2.db"]  # no drafts left
 
 
 def test_ctrl_c_stops_a_search_of_two_workers_its_running_trials_failed_as_interrupted(tmp_path, tiny_mnist):
