@@ -79,6 +79,25 @@ SETTINGS = {
         "default_root_dir", "enable_autolog_hparams", "model_registry",
     ),
 }  # fmt: skip
+# Trainer arguments rnnexp cannot honour, each with the values that leave it off and the rest of the one line
+# that refuses any other ({} is the value given). Never offered (rnnexp.help leaves them out of --help).
+REFUSED = {
+    "trainer.gradient_clip_val": (
+        (None, 0),
+        "Lightning's clipping does not work with rnnexp's manual optimization; use grad_clip={} (max global "
+        "gradient norm)",
+    ),
+    "trainer.accumulate_grad_batches": (
+        (1,),
+        "gradient accumulation is not supported (rnnexp optimizes by hand, one step per batch); use a larger "
+        "data.batch_size instead",
+    ),
+    "trainer.overfit_batches": (
+        (0, 0.0),
+        "not supported (Lightning would count training steps of steps_per_call batches, and cannot turn off the "
+        "shuffling of rnnexp's batches); to train on fewer batches an epoch use trainer.limit_train_batches",
+    ),
+}
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
@@ -253,6 +272,24 @@ def top_level() -> tuple[str, ...]:
 NEAR = 0.7  # difflib's similarity from which a name is taken for a misspelling (hiden_size, optimzer, lsmt)
 
 
+def near(name: str, names) -> str | None:
+    """The one of `names` that `name` misspells, or None: similar enough (difflib), the same but for
+    case (LSTM), or the same but for two neighbouring letters swapped (sdg, cup), which difflib scores
+    below NEAR in a short name."""
+    names = list(names)
+    if match := difflib.get_close_matches(name, names, n=1, cutoff=NEAR):
+        return match[0]
+    folded = name.lower()
+    for candidate in names:
+        other = candidate.lower()
+        if other == folded:
+            return candidate
+        diff = [i for i, (a, b) in enumerate(zip(folded, other)) if a != b]
+        if len(other) == len(folded) and len(diff) == 2 and diff[1] == diff[0] + 1 and sorted(other) == sorted(folded):
+            return candidate
+    return None
+
+
 def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
     """`; did you mean <key>=<value>?` naming the key closest to `key`, one that no config has, or ''.
 
@@ -270,10 +307,9 @@ def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
         else:
             names = [str(n) for n in node] if isinstance(node, DictConfig) else []
         if part not in names:
-            match = difflib.get_close_matches(part, names, n=1, cutoff=NEAR)
-            if not match:
+            part = near(part, names)
+            if part is None:
                 return ""
-            part = match[0]
         fixed.append(part)
         node = node.get(part) if isinstance(node, DictConfig) else None
     suggestion = ".".join(fixed)
@@ -290,6 +326,11 @@ _ABSENT = object()
 def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | None:
     """The line for a `key` (set to `value`) that is not the run's: a near miss of a real one says which;
     None for a key a config may add but does not hold (where Hydra's `+` advice is right)."""
+    if "/" in key:  # a group of a group, such as Hydra's hydra/launcher
+        paths = group_paths()
+        match = near(key.lstrip("+~"), paths)
+        fix = f"did you mean {match}={value}?" if match else f"the groups are: {', '.join(paths)}"
+        return f"{key.lstrip('+~')}: no such group; {fix}"
     group, _, name = key.rpartition(".")
     hint = did_you_mean(key, value, cfg)
     if not group:
@@ -303,6 +344,23 @@ def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | No
             hint.removeprefix("; ") if hint else f"the settings are: {', '.join(SETTINGS[target])}"
         )
     return f"{key}: no such setting{hint}" if hint else None
+
+
+def group_paths() -> list[str]:
+    """Every config group a command line can choose from, Hydra's too (hydra/launcher, hydra/sweeper/sampler)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with contextlib.ExitStack() as stack:
+        if not GlobalHydra.instance().is_initialized():  # else @hydra.main's, or check_sweep's
+            stack.enter_context(initialize_config_dir(str(CONF), version_base="1.3"))
+        loader = GlobalHydra.instance().config_loader()
+
+        def under(parent: str) -> list[str]:
+            found = [f"{parent}/{g}" if parent else g for g in sorted(loader.list_groups(parent))]
+            return [path for group in found for path in (group, *under(group))]
+
+        return [path for path in under("") if path != "hydra"]  # hydra itself is no group to choose from
 
 
 SLURM = ("slurm", "submitit_slurm")  # launchers whose jobs Slurm starts, one process per device
@@ -343,22 +401,10 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
             "trainer.max_epochs=-1: with trainer.max_steps=-1 too the run has no set length, which a learning-rate "
             "schedule needs; set trainer.max_epochs or trainer.max_steps, or scheduler=none"
         )
-    if trainer.get("gradient_clip_val") not in (None, 0):
-        raise ConfigError(
-            f"trainer.gradient_clip_val={_show(trainer.gradient_clip_val)}: Lightning's clipping does not work with "
-            f"rnnexp's manual optimization; use grad_clip={_show(trainer.gradient_clip_val)} (max global gradient norm)"
-        )
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError(
-            f"trainer.accumulate_grad_batches={_show(trainer.accumulate_grad_batches)}: gradient accumulation is not "
-            "supported (rnnexp optimizes by hand, one step per batch); use a larger data.batch_size instead"
-        )
-    if trainer.get("overfit_batches", 0) not in (0, 0.0):
-        raise ConfigError(
-            f"trainer.overfit_batches={_show(trainer.overfit_batches)}: not supported (Lightning would count "
-            f"training steps of steps_per_call batches, and cannot turn off the shuffling of rnnexp's batches); "
-            "to train on fewer batches an epoch use trainer.limit_train_batches"
-        )
+    for key, (off, line) in REFUSED.items():
+        name = key.removeprefix("trainer.")
+        if trainer.get(name, off[0]) not in off:
+            raise ConfigError(f"{key}={_show(trainer[name])}: {line.format(_show(trainer[name]))}")
     optimizer = cfg.optimizer
     if optimizer.get("nesterov") and (not optimizer.get("momentum") or optimizer.get("dampening", 0) != 0):
         raise ConfigError(
@@ -422,8 +468,8 @@ def describe(err: BaseException, argv: list[str] | None = None) -> str:
     options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
     if options is not None and missing:
         group, _, name = missing.rpartition("/")
-        near = difflib.get_close_matches(name, options, n=1, cutoff=NEAR)
-        hint = f"; did you mean {group}={near[0]}?" if near else ""
+        match = near(name, options)
+        hint = f"; did you mean {group}={match}?" if match else ""
         return f"{group}={name}: no such option; choose one of {', '.join(options)}{hint}"
     text = str(err)
     if found := re.match(r"Could not override '([^']+)'\.\s+To append to your config use \+\1=(.*)", text, re.S):

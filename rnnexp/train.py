@@ -19,12 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from rnnexp import run
 from rnnexp.console import quiet_lightning
 from rnnexp.errors import ConfigError
+from rnnexp.help import help_resolver
 from rnnexp.names import job_folder, run_folder
 from rnnexp.tensorboard import hparams, log_hparams
 
 log = logging.getLogger("rnnexp")
 OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)  # folder names: rnnexp/names.py
 OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
+OmegaConf.register_new_resolver("rnnexp_help", help_resolver, replace=True)  # --help's groups and keys
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -147,6 +147,19 @@ def test_the_slurm_preset_asks_for_gpus_only_where_the_trainer_trains_on_them(tm
         (["model.hidden=3"], "model.hidden: not a setting of model (SequenceClassifier); did you mean model.hidden_"),
         (["+optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
         (["model=lsmt"], "lstm_peephole, lstm_stepwise, rnn; did you mean model=lstm?"),
+        # short names that difflib scores low: two letters swapped, another case
+        (
+            ["optimizer=sdg"],
+            "optimizer=sdg: no such option; choose one of adam, adamw, rmsprop, sgd; did you mean optimizer=sgd?",
+        ),
+        (["trainer=cup"], "trainer=cup: no such option; choose one of auto, cpu, ddp, gpu; did you mean trainer=cpu?"),
+        (["model=LSTM"], "lstm_peephole, lstm_stepwise, rnn; did you mean model=lstm?"),
+        # a group of Hydra's (was: "not a setting of rnnexp.train", with the run's settings)
+        (["hydra/launchr=parallel"], "hydra/launchr: no such group; did you mean hydra/launcher=parallel?"),
+        (
+            ["-m", "optimzer=sgd,adam"],
+            "job 0 (optimzer=sgd): optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?",
+        ),
         # what a sweep alone does, asked of a single run; the settings of a sweep that no job holds
         (["hparams_search=optuna"], "hparams_search=optuna: a search runs its trials as a sweep, which needs -m"),
         (
@@ -308,6 +321,25 @@ def test_a_key_hydra_cannot_override_is_named_with_the_near_miss(overrides, line
         compose("train", overrides=overrides)
     described = describe(err.value, overrides)
     assert line in described and "\n" not in described, described
+
+
+@pytest.mark.parametrize(
+    "name, names, meant",
+    [
+        ("hiden_size", ["hidden_size", "layers"], "hidden_size"),
+        ("sdg", ["adam", "adamw", "rmsprop", "sgd"], "sgd"),  # difflib: 0.67, below NEAR
+        ("cup", ["auto", "cpu", "ddp", "gpu"], "cpu"),
+        ("SGD", ["adam", "sgd"], "sgd"),
+        ("Lstm", ["lstm", "lnlstm"], "lstm"),
+        ("abc", ["bca"], None),  # the same letters, not one neighbouring pair swapped
+        ("sdgx", ["sgd"], None),
+        ("transformer", ["rnn", "lstm", "gru"], None),
+    ],
+)
+def test_a_near_miss_is_a_close_name_another_case_or_two_neighbours_swapped(name, names, meant):
+    from rnnexp.config import near
+
+    assert near(name, names) == meant
 
 
 @pytest.mark.parametrize(
