@@ -79,6 +79,25 @@ SETTINGS = {
         "default_root_dir", "enable_autolog_hparams", "model_registry",
     ),
 }  # fmt: skip
+# Trainer arguments rnnexp cannot honour, each with the values that leave it off and the rest of the one line
+# that refuses any other ({} is the value given). Never offered (rnnexp.help leaves them out of --help).
+REFUSED = {
+    "trainer.gradient_clip_val": (
+        (None, 0),
+        "Lightning's clipping does not work with rnnexp's manual optimization; use grad_clip={} (max global "
+        "gradient norm)",
+    ),
+    "trainer.accumulate_grad_batches": (
+        (1,),
+        "gradient accumulation is not supported (rnnexp optimizes by hand, one step per batch); use a larger "
+        "data.batch_size instead",
+    ),
+    "trainer.overfit_batches": (
+        (0, 0.0),
+        "not supported (Lightning would count training steps of steps_per_call batches, and cannot turn off the "
+        "shuffling of rnnexp's batches); to train on fewer batches an epoch use trainer.limit_train_batches",
+    ),
+}
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
@@ -253,6 +272,24 @@ def top_level() -> tuple[str, ...]:
 NEAR = 0.7  # difflib's similarity from which a name is taken for a misspelling (hiden_size, optimzer, lsmt)
 
 
+def near(name: str, names) -> str | None:
+    """The one of `names` that `name` misspells, or None: similar enough (difflib), the same but for
+    case (LSTM), or the same but for two neighbouring letters swapped (sdg, cup), which difflib scores
+    below NEAR in a short name."""
+    names = list(names)
+    if match := difflib.get_close_matches(name, names, n=1, cutoff=NEAR):
+        return match[0]
+    folded = name.lower()
+    for candidate in names:
+        other = candidate.lower()
+        if other == folded:
+            return candidate
+        diff = [i for i, (a, b) in enumerate(zip(folded, other)) if a != b]
+        if len(other) == len(folded) and len(diff) == 2 and diff[1] == diff[0] + 1 and sorted(other) == sorted(folded):
+            return candidate
+    return None
+
+
 def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
     """`; did you mean <key>=<value>?` naming the key closest to `key`, one that no config has, or ''.
 
@@ -270,10 +307,9 @@ def did_you_mean(key: str, value: str | None, cfg: DictConfig | None) -> str:
         else:
             names = [str(n) for n in node] if isinstance(node, DictConfig) else []
         if part not in names:
-            match = difflib.get_close_matches(part, names, n=1, cutoff=NEAR)
-            if not match:
+            part = near(part, names)
+            if part is None:
                 return ""
-            part = match[0]
         fixed.append(part)
         node = node.get(part) if isinstance(node, DictConfig) else None
     suggestion = ".".join(fixed)
@@ -290,6 +326,11 @@ _ABSENT = object()
 def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | None:
     """The line for a `key` (set to `value`) that is not the run's: a near miss of a real one says which;
     None for a key a config may add but does not hold (where Hydra's `+` advice is right)."""
+    if "/" in key:  # a group of a group, such as Hydra's hydra/launcher
+        paths = group_paths()
+        match = near(key.lstrip("+~"), paths)
+        fix = f"did you mean {match}={value}?" if match else f"the groups are: {', '.join(paths)}"
+        return f"{key.lstrip('+~')}: no such group; {fix}"
     group, _, name = key.rpartition(".")
     hint = did_you_mean(key, value, cfg)
     if not group:
@@ -303,6 +344,23 @@ def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | No
             hint.removeprefix("; ") if hint else f"the settings are: {', '.join(SETTINGS[target])}"
         )
     return f"{key}: no such setting{hint}" if hint else None
+
+
+def group_paths() -> list[str]:
+    """Every config group a command line can choose from, Hydra's too (hydra/launcher, hydra/sweeper/sampler)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    with contextlib.ExitStack() as stack:
+        if not GlobalHydra.instance().is_initialized():  # else @hydra.main's, or check_sweep's
+            stack.enter_context(initialize_config_dir(str(CONF), version_base="1.3"))
+        loader = GlobalHydra.instance().config_loader()
+
+        def under(parent: str) -> list[str]:
+            found = [f"{parent}/{g}" if parent else g for g in sorted(loader.list_groups(parent))]
+            return [path for group in found for path in (group, *under(group))]
+
+        return [path for path in under("") if path != "hydra"]  # hydra itself is no group to choose from
 
 
 SLURM = ("slurm", "submitit_slurm")  # launchers whose jobs Slurm starts, one process per device
@@ -343,22 +401,10 @@ def check(cfg: DictConfig, multirun: bool = False, launcher: str | None = None) 
             "trainer.max_epochs=-1: with trainer.max_steps=-1 too the run has no set length, which a learning-rate "
             "schedule needs; set trainer.max_epochs or trainer.max_steps, or scheduler=none"
         )
-    if trainer.get("gradient_clip_val") not in (None, 0):
-        raise ConfigError(
-            f"trainer.gradient_clip_val={_show(trainer.gradient_clip_val)}: Lightning's clipping does not work with "
-            f"rnnexp's manual optimization; use grad_clip={_show(trainer.gradient_clip_val)} (max global gradient norm)"
-        )
-    if trainer.get("accumulate_grad_batches", 1) != 1:
-        raise ConfigError(
-            f"trainer.accumulate_grad_batches={_show(trainer.accumulate_grad_batches)}: gradient accumulation is not "
-            "supported (rnnexp optimizes by hand, one step per batch); use a larger data.batch_size instead"
-        )
-    if trainer.get("overfit_batches", 0) not in (0, 0.0):
-        raise ConfigError(
-            f"trainer.overfit_batches={_show(trainer.overfit_batches)}: not supported (Lightning would count "
-            f"training steps of steps_per_call batches, and cannot turn off the shuffling of rnnexp's batches); "
-            "to train on fewer batches an epoch use trainer.limit_train_batches"
-        )
+    for key, (off, line) in REFUSED.items():
+        name = key.removeprefix("trainer.")
+        if trainer.get(name, off[0]) not in off:
+            raise ConfigError(f"{key}={_show(trainer[name])}: {line.format(_show(trainer[name]))}")
     optimizer = cfg.optimizer
     if optimizer.get("nesterov") and (not optimizer.get("momentum") or optimizer.get("dampening", 0) != 0):
         raise ConfigError(
@@ -422,8 +468,8 @@ def describe(err: BaseException, argv: list[str] | None = None) -> str:
     options, missing = getattr(err, "options", None), getattr(err, "missing_cfg_file", None)
     if options is not None and missing:
         group, _, name = missing.rpartition("/")
-        near = difflib.get_close_matches(name, options, n=1, cutoff=NEAR)
-        hint = f"; did you mean {group}={near[0]}?" if near else ""
+        match = near(name, options)
+        hint = f"; did you mean {group}={match}?" if match else ""
         return f"{group}={name}: no such option; choose one of {', '.join(options)}{hint}"
     text = str(err)
     if found := re.match(r"Could not override '([^']+)'\.\s+To append to your config use \+\1=(.*)", text, re.S):
@@ -485,58 +531,6 @@ def null_group(err: BaseException, argv: list[str] | None = None) -> str | None:
             fix = f"to run without one, drop the group with ~{group}"
         return f"{group}=null: a config group takes the name of one of its options, not null; {fix}"
     return f"{err}: a config group takes the name of one of its options, not null"
-
-
-NAME_MAX = 120  # characters of a job folder's name (filesystems allow 255 bytes)
-
-
-def swept(task_overrides, params=None, sweep_dir: str | None = None, argv: list[str] | None = None) -> str:
-    """A sweep job's folder name: its values for the keys the sweep varies.
-
-    `python -m rnnexp.train -m model=rnn,gru data.batch_size=64` names its jobs `model=rnn` and
-    `model=gru`: the fixed override is the same for all and is left out. The swept keys are those
-    of the command line and of the sweeper's `params` (a search space in a config file). The names
-    become TensorBoard's run names, so they show what differs between runs; long floats are
-    shortened (an Optuna trial's lr=0.0031622776601683794 is lr=0.003162) and the name is capped.
-
-    The command line is the sweep's, as Hydra wrote it to `sweep_dir`/multirun.yaml before launching
-    any job: a job that a launcher runs in a process of its own (submitit's, on Slurm) has another
-    sys.argv.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if argv is None:
-        argv = sweep_command_line(sweep_dir)
-    args = [a for a in argv if not a.startswith("-")]
-    try:
-        keys = {o.key_or_group for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()}
-    except Exception:  # an unparsable command line fails later, with Hydra's own message
-        keys = set()
-    keys |= {str(k) for k in (params or {})}
-    # a resumed sweep keeps its names; an Optuna trial's number is the folder's number already
-    given = [o for o in task_overrides if not o.startswith(("resume=", "trial="))]
-    chosen = [o for o in given if o.split("=", 1)[0].lstrip("+~") in keys] or given
-    name = ",".join(_short(o) for o in chosen).replace(os.sep, "_") or "defaults"
-    return name if len(name) <= NAME_MAX else name[: NAME_MAX - 3] + "..."
-
-
-def _short(override: str) -> str:
-    key, sep, value = override.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        return override
-    return f"{key}={number:.4g}" if len(value) > 10 and math.isfinite(number) else override
-
-
-def sweep_command_line(sweep_dir: str | None) -> list[str]:
-    """The sweep's overrides: from its multirun.yaml where there is one, else this process's sys.argv."""
-    saved = Path(sweep_dir) / "multirun.yaml" if sweep_dir else None
-    if saved is not None and saved.is_file():
-        overrides = OmegaConf.select(OmegaConf.load(saved), "hydra.overrides.task")
-        if overrides is not None:
-            return list(overrides)
-    return sys.argv[1:]
 
 
 def check_run(argv: list[str]) -> None:

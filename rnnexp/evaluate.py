@@ -1,7 +1,7 @@
 """Evaluate a trained run on a test set: overall and per-class accuracy, a confusion matrix and the
 most confidently misclassified images.
 
-    python -m rnnexp.evaluate ckpt_path=outputs/runs/<date_time>            # the run's best checkpoint
+    python -m rnnexp.evaluate ckpt_path=outputs/runs/<run>            # the run's best checkpoint
     python -m rnnexp.evaluate ckpt_path=<run>/checkpoints/last.ckpt
     python -m rnnexp.evaluate ckpt_path=<run> data=fashion_mnist            # another data set, same shape
     python -m rnnexp.evaluate ckpt_path=<run> data.root=/other/mnist/copy

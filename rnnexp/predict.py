@@ -1,6 +1,6 @@
 """Classify images of your own with a trained run.
 
-    python -m rnnexp.predict ckpt_path=outputs/runs/<date_time> digit.png [more.png ...]
+    python -m rnnexp.predict ckpt_path=outputs/runs/<run> digit.png [more.png ...]
 
 Each image, grayscale or colour (8 or 16 bits), of any size, is brought to what the model was trained
 on, as MNIST's digits were prepared: inverted to light on dark if it is dark on light (a drawing on

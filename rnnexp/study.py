@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,9 @@ def open_storage(storage: Any):
     """The optuna storage of `hydra.sweeper.storage` (after storage_url): in memory for null, a
     JournalStorage for journal:///<file> (its lock a symlink, which works on NFS), else an RDBStorage.
     Two processes that open a fresh database at once race to create its tables ("table studies
-    already exists", a duplicate version row): the loser opens it again once the winner is done."""
+    already exists", a duplicate version row). A fresh SQLite file therefore appears whole
+    (_sqlite_created_whole); a server database, or a file another program is creating, is opened
+    again once the winner is done."""
     import optuna
     import sqlalchemy.exc
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
@@ -71,6 +74,8 @@ def open_storage(storage: Any):
     if str(storage).startswith(JOURNAL):
         path = str(storage).removeprefix(JOURNAL)
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path)))
+    if str(storage).startswith("sqlite:///") and "?" not in str(storage):
+        _sqlite_created_whole(Path(str(storage).removeprefix("sqlite:///")))
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(str(storage))
@@ -79,6 +84,29 @@ def open_storage(storage: Any):
             if not racing or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))  # the other process is still creating the schema
+
+
+def _sqlite_created_whole(path: Path) -> None:
+    """A SQLite study file that does not exist yet is made with all its tables under a name of its
+    own, then linked into place (a link never replaces a file): whoever opens `path` finds it
+    complete or absent, never half-made; of two processes creating it at once, one link wins and
+    the other's copy is dropped. Where the file system cannot link, the file is left to the
+    retries of open_storage."""
+    import optuna
+    import sqlalchemy.exc
+
+    if path == Path(":memory:") or path.exists():
+        return
+    draft = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    try:
+        optuna.storages.RDBStorage(f"sqlite:///{draft}").engine.dispose()
+        os.link(draft, path)
+    except FileExistsError:  # another process's copy won
+        pass
+    except (OSError, sqlalchemy.exc.SQLAlchemyError):  # no hard links here (some network and FUSE
+        pass  # file systems), or no room: the open that follows names what is wrong
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

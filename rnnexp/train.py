@@ -2,7 +2,7 @@
 
     python -m rnnexp.train model=gru model.layers=2 optimizer.lr=1e-3
     python -m rnnexp.train -m model=rnn,lstm,gru model.hidden_size=32,128
-    python -m rnnexp.train resume=outputs/runs/<date_time>      # continue a stopped run (or sweep)
+    python -m rnnexp.train resume=outputs/runs/<run>      # continue a stopped run (or sweep)
 
 config -> checks -> DataModule + classifier + LightningModule + Trainer -> fit -> test -> metrics.
 The run's life around that (folder, record, seeding, signals, failures, resume) is rnnexp.run's.
@@ -17,13 +17,16 @@ import time
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import run
-from rnnexp.config import swept
 from rnnexp.console import quiet_lightning
 from rnnexp.errors import ConfigError
+from rnnexp.help import help_resolver
+from rnnexp.names import job_folder, run_folder
 from rnnexp.tensorboard import hparams, log_hparams
 
 log = logging.getLogger("rnnexp")
-OmegaConf.register_new_resolver("swept", swept, replace=True)  # sweep job folder names
+OmegaConf.register_new_resolver("job_folder", job_folder, replace=True)  # folder names: rnnexp/names.py
+OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
+OmegaConf.register_new_resolver("rnnexp_help", help_resolver, replace=True)  # --help's groups and keys
 
 
 def train(cfg: DictConfig) -> float | None:

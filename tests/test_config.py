@@ -147,6 +147,19 @@ def test_the_slurm_preset_asks_for_gpus_only_where_the_trainer_trains_on_them(tm
         (["model.hidden=3"], "model.hidden: not a setting of model (SequenceClassifier); did you mean model.hidden_"),
         (["+optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
         (["model=lsmt"], "lstm_peephole, lstm_stepwise, rnn; did you mean model=lstm?"),
+        # short names that difflib scores low: two letters swapped, another case
+        (
+            ["optimizer=sdg"],
+            "optimizer=sdg: no such option; choose one of adam, adamw, rmsprop, sgd; did you mean optimizer=sgd?",
+        ),
+        (["trainer=cup"], "trainer=cup: no such option; choose one of auto, cpu, ddp, gpu; did you mean trainer=cpu?"),
+        (["model=LSTM"], "lstm_peephole, lstm_stepwise, rnn; did you mean model=lstm?"),
+        # a group of Hydra's (was: "not a setting of rnnexp.train", with the run's settings)
+        (["hydra/launchr=parallel"], "hydra/launchr: no such group; did you mean hydra/launcher=parallel?"),
+        (
+            ["-m", "optimzer=sgd,adam"],
+            "job 0 (optimzer=sgd): optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?",
+        ),
         # what a sweep alone does, asked of a single run; the settings of a sweep that no job holds
         (["hparams_search=optuna"], "hparams_search=optuna: a search runs its trials as a sweep, which needs -m"),
         (
@@ -311,6 +324,25 @@ def test_a_key_hydra_cannot_override_is_named_with_the_near_miss(overrides, line
 
 
 @pytest.mark.parametrize(
+    "name, names, meant",
+    [
+        ("hiden_size", ["hidden_size", "layers"], "hidden_size"),
+        ("sdg", ["adam", "adamw", "rmsprop", "sgd"], "sgd"),  # difflib: 0.67, below NEAR
+        ("cup", ["auto", "cpu", "ddp", "gpu"], "cpu"),
+        ("SGD", ["adam", "sgd"], "sgd"),
+        ("Lstm", ["lstm", "lnlstm"], "lstm"),
+        ("abc", ["bca"], None),  # the same letters, not one neighbouring pair swapped
+        ("sdgx", ["sgd"], None),
+        ("transformer", ["rnn", "lstm", "gru"], None),
+    ],
+)
+def test_a_near_miss_is_a_close_name_another_case_or_two_neighbours_swapped(name, names, meant):
+    from rnnexp.config import near
+
+    assert near(name, names) == meant
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ["trainer.precision=bf16-mixed"],
@@ -462,17 +494,6 @@ def test_empty_output_dir_variable_puts_the_run_in_the_working_folder(tmp_path, 
     (run,) = (work / "outputs" / "runs").iterdir()
     assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
     assert Path("/runs").exists() == root_runs
-
-
-def test_sweep_job_names_are_the_swept_values_short_and_capped():
-    from rnnexp.config import NAME_MAX, swept
-
-    trial = ["optimizer.lr=0.0031622776601683794", "model.hidden_size=64", "data.root=/x", "trial=7"]
-    params = {"optimizer.lr": "tag(log, interval(1e-4, 1e-2))", "model.hidden_size": "choice(32, 64)"}
-    assert swept(trial, params, argv=["-m", "hparams_search=optuna"]) == "optimizer.lr=0.003162,model.hidden_size=64"
-    assert swept(["optimizer.lr=1000000.0"], None, argv=["-m", "optimizer.lr=0.01,1e6"]) == "optimizer.lr=1000000.0"
-    many = [f"model.setting_{i}=value_{i}" for i in range(40)]  # nothing swept by name: every override
-    assert len(swept(many, None, argv=["-m"])) == NAME_MAX
 
 
 def test_a_slurm_sweep_where_there_is_no_slurm_is_one_line(tmp_path, tiny_mnist, monkeypatch):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -423,7 +425,45 @@ def test_two_searches_started_together_on_a_fresh_database_share_its_n_trials(tm
         assert "already exists" not in out + err
     trials = study(tmp_path).trials
     assert len(trials) == 4 and [t.number for t in trials] == [0, 1, 2, 3]  # 4 in all, not 4 each
-    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["reason"] == "config" for t in trials)
+    states = [(t.number, t.state.name, t.user_attrs.get("reason")) for t in trials]
+    assert all(state[1:] == ("FAIL", "config") for state in states), states
+
+
+def waiting_on_flock(pid: int) -> bool:
+    """Whether process `pid` is blocked waiting for a flock (its request listed after `->` in /proc/locks)."""
+    return any(
+        line.split()[1] == "->" and line.split()[2] == "FLOCK" and line.split()[5] == str(pid)
+        for line in Path("/proc/locks").read_text().splitlines()
+    )
+
+
+def test_a_search_starting_while_another_asks_for_a_trial_leaves_that_trial_alone(tmp_path, tiny_mnist):
+    from rnnexp.study import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    other = optuna.create_study(study_name="rnnexp", storage=storage, direction="maximize")
+    with open(tmp_path / "optuna.db.ask-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another search, between asking for a trial and marking it its own
+        trial = other.ask()
+        proc = popen_train(*SEARCH, "hydra.sweeper.n_trials=2", "model.layers=choice(0)", data=tiny_mnist, out=tmp_path)
+        try:
+            deadline = time.monotonic() + 120
+            while not waiting_on_flock(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # it waits before looking for abandoned trials: without the lock it failed this one as killed
+            assert waiting_on_flock(proc.pid), proc.poll()
+            assert other.trials[0].state == optuna.trial.TrialState.RUNNING
+            trial.set_user_attr("sweeper", {"host": socket.gethostname(), "pid": os.getpid()})
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    first, second = study(tmp_path).trials
+    assert first.state == optuna.trial.TrialState.RUNNING  # left to its own search
+    assert second.state == optuna.trial.TrialState.FAIL and second.user_attrs["reason"] == "config"
 
 
 # --- workers
@@ -478,6 +518,16 @@ while time.time() < float(sys.argv[2]):
 optuna.create_study(study_name="rnnexp", storage=open_storage(sys.argv[1]), load_if_exists=True)
 """
 
+WATCH = """
+import sqlite3, sys, time
+from pathlib import Path
+path, deadline = Path(sys.argv[1].removeprefix("sqlite:///")), float(sys.argv[2]) + 60
+while not path.exists() and time.time() < deadline:
+    pass
+# the moment the file is there, it has all its tables and version rows (a reader never sees it half-made)
+print(sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall())
+"""
+
 
 def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path):
     # optuna's RDBStorage alone: one of the two dies with "table studies already exists" (or a
@@ -485,14 +535,16 @@ def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path)
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
         start = time.time() + 8  # both past their imports, then at the same instant
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs = [
-            subprocess.Popen([sys.executable, "-c", RACE, storage, str(start)], stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
+            subprocess.Popen([sys.executable, "-c", code, storage, str(start)], **pipes) for code in (RACE, RACE, WATCH)
         ]
         for proc in procs:
-            _, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-3000:]
+        assert len(eval(out)) == 1  # the watcher's one alembic_version row
         assert len(optuna.get_all_study_summaries(storage)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna0.db", "optuna1.db", "optuna2.db"]  # no drafts left
 
 
 def test_ctrl_c_stops_a_search_of_two_workers_its_running_trials_failed_as_interrupted(tmp_path, tiny_mnist):

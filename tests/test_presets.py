@@ -165,8 +165,8 @@ def test_rows_preset_of_each_cell_learns_the_tiny_digits_and_awaits_its_measurem
 def test_glob_sweep_trains_every_preset_for_the_steps_asked(tmp_path, tiny_mnist):
     result = run_train("-m", "experiment=glob(*)", *TINY, "trainer.max_steps=3", data=tiny_mnist, out=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = [p for p in next((tmp_path / "multirun").iterdir()).iterdir() if p.is_dir()]
-    jobs.sort(key=lambda job: int(job.name.split("_", 1)[0]))  # in launch order (10_ sorts before 2_ as text)
+    jobs = sorted(p for p in next((tmp_path / "multirun").iterdir()).iterdir() if p.is_dir())
+    assert [int(j.name.split("_", 1)[0]) for j in jobs] == list(range(len(PRESETS)))  # as text, in launch order
     assert [j.name.split("=", 1)[1] for j in jobs] == PRESETS
     for job in jobs:
         metrics = json.loads((job / "metrics.json").read_text())

@@ -87,7 +87,9 @@ class OptunaSearch:
         sweep_dir.mkdir(parents=True, exist_ok=True)  # once the study opened: a refused search leaves no folder
         # the command that made it, as Hydra's grid sweeper saves it: resume=<this folder> continues the search
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        with storage_errors(self.storage):
+        # under the lock that ask() holds between asking for a trial and marking it this sweep's: another
+        # search on the same study never finds its new trial unmarked and fails it as abandoned
+        with storage_errors(self.storage), self._store_lock():
             self._retries = abandon_stale(study, self.store, retry=self.retry_killed)
             before = started(study)
         study.sampler = self.new_sampler(before)
