@@ -361,7 +361,7 @@ def plot(path: Path, runs: list[Run]) -> None:
                                zorder=4)  # fmt: skip
     ax_acc.set(xlabel="training images seen (thousands)", ylabel="accuracy (%)",
                title="validation accuracy (lines: seeds thin, their mean bold); test accuracy (stars)")  # fmt: skip
-    ax_loss.set(title="loss (solid: train, dashed: validation; bold: mean over seeds)",
+    ax_loss.set(title="loss (faint: train; dashed: validation, bold: its mean over seeds)",
                 xlabel="training images seen (thousands)")  # fmt: skip
     ax_loss.set_yscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")  # 2.3, not 2.3x10^0
