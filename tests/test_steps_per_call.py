@@ -119,6 +119,7 @@ def validated_at(tmp_path, tiny_mnist, steps_per_call, *overrides):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
+        (["+trainer.limit_train_batches=5"], [5, 10]),  # 5 batches an epoch, not 5 calls of ten (all 11)
         (["+trainer.val_check_interval=5", "+trainer.limit_train_batches=10"], [5, 10, 15, 20]),
         (["+trainer.val_check_interval=4"], [4, 8, 15, 19]),  # not at an epoch's end: Lightning's rule
         (["+trainer.val_check_interval=0.5"], [5, 10, 16, 21]),  # int(11 * 0.5) batches
