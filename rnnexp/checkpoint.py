@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from rnnexp.compat.lightning import is_last_batch
 from rnnexp.errors import CheckpointError

@@ -15,7 +15,7 @@ import sys
 import time
 
 from pytorch_lightning.callbacks import ProgressBar, TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+from tqdm import tqdm as Tqdm  # tqdm's own class (Lightning's subclass lives in a module it does not export)
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger("rnnexp")
