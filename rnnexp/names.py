@@ -44,8 +44,9 @@ def job_folder(num, task_overrides, params=None, n_trials=None, sweep_dir: str |
         argv = sweep_command_line(sweep_dir)
     args = [a for a in argv if not a.startswith("-")]
     try:
-        parsed = [o for o in OverridesParser.create().parse_overrides(args) if o.is_sweep_override()]
-        parsed += OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in (params or {}).items()])
+        parser = OverridesParser.create()
+        parsed = [o for o in parser.parse_overrides(args) if o.is_sweep_override()]
+        parsed += parser.parse_overrides([f"{k}={v}" for k, v in (params or {}).items()])
     except Exception:  # an unparsable command line fails later, with Hydra's own message
         parsed = []
     keys = {o.key_or_group for o in parsed} | {str(k) for k in (params or {})}
