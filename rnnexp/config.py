@@ -1,6 +1,8 @@
 """Checks on a composed config, before anything is built, and one-line error messages.
 
-This module imports neither torch nor Lightning, so a bad override is answered in about a second.
+The keys, their defaults and rules are rnnexp.settings'; here they are applied, together with the rules
+that join several keys (dropout needs layers >= 2) or a sweep's settings. This module imports neither torch
+nor Lightning, so a bad override is answered in about a second.
 """
 
 from __future__ import annotations
@@ -8,96 +10,22 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import math
 import os
 import re
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp.errors import ConfigError, ResourceError
+from rnnexp.settings import CELLS, METRICS, REFUSED, RULES, SETTINGS, Run
+from rnnexp.settings import is_int as _is_int
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
-# Mirrors of names defined next to the code that uses them (tests keep the two in step); kept here
-# so that checking a config does not import torch.
-CELLS = ("rnn", "lstm", "gru")  # the fused kernels (rnnexp.models.classifier.CORES)
-STEPWISE_CELLS = ("lstm_stepwise", "lstm_peephole", "lnlstm", "indrnn", "cornn", "lem")  # rnnexp.models.cells.CELLS
-INITIALIZERS = ("default", "normal", "xavier", "orthogonal", "he", "variance_scaling", "keras")
-VIEWS = ("rows", "columns", "pixels", "permuted")
-DATASETS = ("mnist", "fashion_mnist")
-# Lightning 2.6's `Trainer(precision=...)` values (rnnexp.compat.lightning.precision_values, held equal by a test).
-PRECISIONS = (
-    "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
-    "32-true", "64-true", "64", "32", "16", "bf16", 64, 32, 16, "auto",
-)  # fmt: skip
-# pytorch_lightning.Trainer's arguments that take true or false (deterministic also takes "warn").
-TRAINER_FLAGS = (
-    "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "benchmark", "inference_mode",
-    "detect_anomaly", "barebones", "sync_batchnorm", "use_distributed_sampler", "enable_autolog_hparams",
-)  # fmt: skip
-# What a run logs, so what it can return to a sweeper (test/* only when it tests).
-METRICS = ("val/acc_best", "val/acc", "val/loss", "train/loss", "train/acc", "test/acc", "test/loss")
-# The keyword arguments each config group's class takes from its config, by `_target_`; what
-# rnnexp passes itself is left out (the model's input_size and num_classes, the optimizer's params,
-# the data's seed: the run's).
-SETTINGS = {
-    "rnnexp.data.datamodule.SequenceDataModule": (
-        "dataset", "root", "batch_size", "eval_batch_size", "val_size", "view", "shift", "permutation_seed", "download",
-    ),
-    "rnnexp.models.classifier.SequenceClassifier": (
-        "cell", "hidden_size", "layers", "bidirectional", "dropout", "nonlinearity", "forget_bias",
-        "input_projection", "init", "readout_init", "projection_init", "cell_args", "residual",
-    ),
-    "torch.optim.Adam": (
-        "lr", "betas", "eps", "weight_decay", "amsgrad", "foreach", "maximize", "capturable", "differentiable",
-        "fused", "decoupled_weight_decay",
-    ),
-    "torch.optim.AdamW": (
-        "lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable", "differentiable", "fused",
-    ),
-    "torch.optim.SGD": (
-        "lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize", "foreach", "differentiable", "fused",
-    ),
-    "torch.optim.RMSprop": (
-        "lr", "alpha", "eps", "weight_decay", "momentum", "centered", "capturable", "foreach", "maximize",
-        "differentiable",
-    ),
-    # Lightning 2.6's Trainer, less logger, callbacks and plugins (rnnexp passes those from their groups).
-    "pytorch_lightning.Trainer": (
-        "accelerator", "strategy", "devices", "num_nodes", "precision", "fast_dev_run", "max_epochs",
-        "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches", "limit_val_batches",
-        "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
-        "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
-        "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val",
-        "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode", "use_distributed_sampler",
-        "profiler", "detect_anomaly", "barebones", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
-        "default_root_dir", "enable_autolog_hparams", "model_registry",
-    ),
-}  # fmt: skip
-# Trainer arguments rnnexp cannot honour, each with the values that leave it off and the rest of the one line
-# that refuses any other ({} is the value given). Never offered (rnnexp.help leaves them out of --help).
-REFUSED = {
-    "trainer.gradient_clip_val": (
-        (None, 0),
-        "Lightning's clipping does not work with rnnexp's manual optimization; use grad_clip={} (max global "
-        "gradient norm)",
-    ),
-    "trainer.accumulate_grad_batches": (
-        (1,),
-        "gradient accumulation is not supported (rnnexp optimizes by hand, one step per batch); use a larger "
-        "data.batch_size instead",
-    ),
-    "trainer.overfit_batches": (
-        (0, 0.0),
-        "not supported (Lightning would count training steps of steps_per_call batches, and cannot turn off the "
-        "shuffling of rnnexp's batches); to train on fewer batches an epoch use trainer.limit_train_batches",
-    ),
-}
 REQUIRED_GROUPS = ("data", "model", "optimizer", "trainer")  # scheduler, logger and callbacks may be left out
 
 
@@ -117,125 +45,6 @@ def slurm_gpus(accelerator: str, devices):
 # Registered on import: Hydra resolves hydra.run.dir and hydra.launcher, which use them, before the task runs.
 OmegaConf.register_new_resolver("env_or", env_or, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _integer(low: int, high: int | None = None):
-    bound = f">= {low}" + (f" and <= {high}" if high is not None else "")
-    return lambda v: _is_int(v) and v >= low and (high is None or v <= high), f"an integer {bound}"
-
-
-FLOAT32_MAX = 3.4028234663852886e38
-
-
-def _number(low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = True):
-    """A finite int or float within the bounds: inf and nan never make a setting work."""
-
-    def ok(v):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
-            return False  # training computes in float32 (or narrower): 1e300 would overflow there
-        above = low is None or (v > low if low_open else v >= low)
-        return above and (high is None or (v < high if high_open else v <= high))
-
-    bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
-    bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
-    kind = "a number" if low is not None and high is not None else "a finite number"
-    return ok, " ".join([kind, " and ".join(bounds)]).strip()
-
-
-def _one_of(*choices):
-    return lambda v: v in choices, f"one of {', '.join(map(str, choices))}"
-
-
-def _optional(rule):
-    ok, allowed = rule
-    return lambda v: v is None or ok(v), f"null or {allowed}"
-
-
-_EPOCHS_OR_STEPS = (lambda v: _is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
-
-
-def _betas(v) -> bool:
-    unit = _number(0, 1)[0]
-    return isinstance(v, Sequence) and not isinstance(v, str) and len(v) == 2 and all(unit(b) for b in v)
-
-
-_BOOL = (lambda v: isinstance(v, bool), "true or false")
-_OPTIONAL_BOOL = (lambda v: v is None or isinstance(v, bool), "true, false or null")
-
-RULES = {
-    "seed": _integer(0, 2**32 - 1),  # Lightning's seed_everything takes numpy's uint32 range
-    "grad_clip": _optional(_number(0, low_open=True)),
-    "label_smoothing": _number(0, 1, high_open=True),
-    "steps_per_call": _integer(1),
-    "threads": _optional(_integer(1)),
-    "test": _BOOL,
-    "optimized_metric": _one_of(*METRICS),
-    "data.dataset": _one_of(*DATASETS),
-    "data.root": (lambda v: isinstance(v, str) and v != "", "a folder"),
-    "data.batch_size": _integer(1),
-    "data.eval_batch_size": _integer(1),
-    "data.val_size": _integer(1),
-    "data.view": _one_of(*VIEWS),
-    "data.shift": _integer(0, 27),
-    "data.permutation_seed": _integer(0, 2**32 - 1),  # NumPy's RandomState takes uint32 seeds
-    "data.download": _BOOL,
-    "model.cell": (  # a dotted path's class and its cell_args are checked where the model is built (models.recurrent)
-        lambda v: isinstance(v, str) and (v in CELLS + STEPWISE_CELLS or re.fullmatch(r"(\w+\.)+\w+", v) is not None),
-        f"one of {', '.join(CELLS + STEPWISE_CELLS)}, or the dotted path of a cell class (my_cells.MinimalGRU)",
-    ),
-    "model.cell_args": (lambda v: isinstance(v, Mapping), "the cell's settings, e.g. {dt: 0.5}"),
-    "model.residual": _BOOL,
-    "model.hidden_size": _integer(1),
-    "model.layers": _integer(1),
-    "model.bidirectional": _BOOL,
-    "model.dropout": _number(0, 1),
-    "model.nonlinearity": _one_of("tanh", "relu"),
-    "model.forget_bias": _number(),
-    "model.input_projection": _optional(_integer(1)),
-    "model.init": _one_of(*INITIALIZERS),
-    "model.readout_init": _one_of(*INITIALIZERS),
-    "model.projection_init": _one_of(*INITIALIZERS),
-    "optimizer.lr": _number(0, low_open=True),
-    "optimizer.weight_decay": _number(0),
-    "optimizer.momentum": _number(0),
-    "optimizer.dampening": _number(0, 1, high_open=False),
-    "optimizer.alpha": _number(0, 1),  # RMSprop's smoothing: 1 would never update the square average
-    "optimizer.eps": _number(0, low_open=True),
-    "optimizer.betas": (_betas, "two numbers >= 0 and < 1, e.g. [0.9,0.999]"),
-    **{f"optimizer.{k}": _BOOL for k in ("amsgrad", "nesterov", "centered", "maximize", "capturable")},
-    **{f"optimizer.{k}": _BOOL for k in ("differentiable", "decoupled_weight_decay")},
-    "optimizer.foreach": _OPTIONAL_BOOL,
-    "optimizer.fused": _OPTIONAL_BOOL,
-    "scheduler.max_lr": _number(0, low_open=True),
-    "scheduler.pct_start": _number(0, 1, low_open=True),
-    "scheduler.eta_min": _number(0),
-    "trainer.max_epochs": _EPOCHS_OR_STEPS,
-    "trainer.max_steps": _EPOCHS_OR_STEPS,
-    "trainer.log_every_n_steps": _integer(1),
-    # Counted in batches (optimizer steps) whatever steps_per_call is: max_steps, min_steps and log_every_n_steps by
-    # the module (global_step), val_check_interval by rnnexp.train.validate_by_batches, limit_train_batches by
-    # rnnexp.data.datamodule, which cuts the epochs; overfit_batches is refused (check, below).
-    "trainer.limit_train_batches": (
-        lambda v: v is None or _is_int(v) and v >= 1 or isinstance(v, float) and 0 < v <= 1,
-        "null, a number of batches >= 1, or a fraction of the epoch > 0 and <= 1",
-    ),
-    "trainer.precision": (
-        lambda v: (isinstance(v, str) or _is_int(v)) and v in PRECISIONS,
-        f"one of {', '.join(dict.fromkeys(map(str, PRECISIONS)))}",
-    ),
-    "trainer.deterministic": (lambda v: v is None or isinstance(v, bool) or v == "warn", "true, false, warn or null"),
-    **{f"trainer.{k}": _OPTIONAL_BOOL for k in TRAINER_FLAGS},
-    "logger.default_hp_metric": _BOOL,
-    "callbacks.checkpoint.auto_insert_metric_name": _BOOL,
-    "callbacks.checkpoint.enable_version_counter": _BOOL,
-    "callbacks.last.every_n_steps": _optional(_integer(1)),
-    "callbacks.last.every_seconds": _optional(_number(0, low_open=True)),
-    "ckpt_path": _optional((lambda v: isinstance(v, str) and v != "", "a checkpoint file or a run folder")),
-}
 
 
 def _value(cfg: DictConfig, key: str) -> str | None:
@@ -263,9 +72,9 @@ def groups() -> tuple[str, ...]:
 
 @functools.cache
 def top_level() -> tuple[str, ...]:
-    """What a composed config may hold at its top: the run's own settings (conf/train.yaml's keys; the
-    experiment presets and the search set only these) and the groups."""
-    own = [str(k) for k in OmegaConf.load(CONF / "train.yaml") if k not in ("defaults", "hydra")]
+    """What a composed config may hold at its top: the run's own settings (rnnexp.settings.Run, and
+    paths; the experiment presets and the search set only these) and the groups."""
+    own = [f.name for f in fields(Run)] + ["paths"]
     return (*own, *(g for g in groups() if g not in own))
 
 

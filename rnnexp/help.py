@@ -1,14 +1,14 @@
 """What `python -m rnnexp.train --help` and the README's configuration tables say: the config groups
 with their options, and the keys a user sets, one line each with its value and what it does.
 
-Both are written from GROUPS and KEYS below and from the composed config (its values, the options
+Both are written from GROUPS below, rnnexp.settings.HELP and from the composed config (its values, the options
 in conf/), so that the two cannot disagree:
 
     python -m rnnexp.help            # the README's tables, in Markdown (tests/test_help.py holds the README to it)
 
 --help gets its text through the `rnnexp_help` resolver in conf/train.yaml's hydra.help.template, given
 the config that command line composes: its choices and values, not only the defaults. Keys the checks
-refuse (rnnexp.config.REFUSED) are never listed. Imports neither torch nor Lightning.
+refuse (rnnexp.settings.REFUSED) are never listed. Imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import textwrap
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import CONF, REFUSED, groups, options
+from rnnexp.config import CONF, groups, options
+from rnnexp.settings import HELP, REFUSED
 
 # What each config group builds.
 GROUPS = {
@@ -34,73 +35,9 @@ GROUPS = {
     "hparams_search": "an Optuna search space and sweeper (with -m)",
 }
 
-# The keys a user sets, each in a line of at most WIDTH columns with its value. A key of one option
-# only (optimizer.momentum: sgd's) is shown with the value that option gives it; a Trainer argument
-# the config does not hold is added with `+` (Lightning's default until then).
-KEYS = {
-    "seed": "seeds the weights, batch order and augmentation",
-    "grad_clip": "max global gradient norm; null: no clipping",
-    "label_smoothing": "of the objective optimized, not of train/loss (0: off)",
-    "steps_per_call": "optimizer steps per Lightning step: speed, nothing else",
-    "ckpt_path": "start from these weights: a .ckpt file or a run folder",
-    "resume": "continue this run or sweep folder where it stopped",
-    "threads": "torch's CPU threads a job; null: its share of the cores",
-    "test": "test the best checkpoint on the full test set",
-    "optimized_metric": "what a job returns to a sweeper (or test/acc ...)",
-    "paths.output_dir": "where runs and sweeps go (RNNEXP_OUTPUT_DIR)",
-    "data.dataset": "mnist or fashion_mnist (data=fashion_mnist sets it)",
-    "data.root": "folder of the IDX files (RNNEXP_DATA_DIR for MNIST)",
-    "data.batch_size": "training images per optimizer step",
-    "data.eval_batch_size": "validation and test images per batch",
-    "data.val_size": "the first this many training images validate",
-    "data.view": "rows, columns (28 x 28), pixels, permuted (784 x 1)",
-    "data.shift": "move training images up to this many pixels (0: off)",
-    "data.permutation_seed": "the pixel order of view=permuted",
-    "data.download": "fetch missing files from the mirrors (MD5-checked)",
-    "model.cell": "a model= option's cell, or a cell class's dotted path",
-    "model.hidden_size": "units per layer (and direction)",
-    "model.layers": "stacked recurrent layers",
-    "model.bidirectional": "read each sequence both ways",
-    "model.dropout": "between stacked layers",
-    "model.nonlinearity": "rnn only: tanh or relu",
-    "model.forget_bias": "lstm only: added to the forget gate's bias",
-    "model.input_projection": "size of a Linear layer before the core, or null",
-    "model.init": "the core's initializer (fused kernels only)",
-    "model.readout_init": "the readout's initializer",
-    "model.projection_init": "the input projection's initializer",
-    "model.cell_args": "a step-wise cell's own settings (+model.cell_args.dt=0.5)",
-    "model.residual": "step-wise: each upper layer adds its input",
-    "optimizer.lr": "learning rate (onecycle's peak)",
-    "optimizer.weight_decay": "L2 penalty (adamw: decoupled)",
-    "optimizer.momentum": "sgd's momentum",
-    "scheduler.max_lr": "onecycle's peak, optimizer.lr unless set",
-    "scheduler.pct_start": "onecycle's share of the run spent warming up",
-    "scheduler.eta_min": "cosine's final learning rate",
-    "trainer.accelerator": "cpu, gpu, auto, ...",
-    "trainer.devices": "devices (ddp: one process each; -1: all)",
-    "trainer.strategy": "ddp (ddp_spawn and ddp_fork are refused)",
-    "trainer.max_epochs": "epochs to train; -1: no limit",
-    "trainer.max_steps": "optimizer steps to train; -1: no limit",
-    "trainer.limit_train_batches": "batches an epoch (or a fraction of it)",
-    "trainer.val_check_interval": "validate every that many batches (or epoch share)",
-    "trainer.log_every_n_steps": "log training metrics every that many batches",
-    "trainer.precision": "auto (README: Precision) or one of Lightning's",
-    "trainer.deterministic": "deterministic kernels (slower)",
-    "trainer.enable_model_summary": "Lightning's summary table, besides the model line",
-    "logger.default_hp_metric": "Lightning's hp_metric placeholder in HParams",
-    "callbacks.last.every_seconds": "write last.ckpt every that much training time",
-    "callbacks.last.every_n_steps": "write last.ckpt every that many steps",
-    "callbacks.progress_bar.refresh_rate": "the bar's redraws, in steps",
-    "callbacks.samples.count": "misclassified validation images shown",
-}
-
-# What a composed config holds that is not a user's setting: the wiring of each group, the run's
-# own record. tests/test_help.py holds every other key to having a line in KEYS.
-WIRING = (
-    "_target_", "_partial_", "trial", "reference", "paths.run_dir", "trainer.default_root_dir",
-    "logger.save_dir", "logger.name", "logger.version", "callbacks.checkpoint", "callbacks.last.dirpath",
-    "callbacks.last._target_", "callbacks.progress_bar._target_", "callbacks.samples._target_",
-)  # fmt: skip
+# The keys a user sets come from rnnexp.settings (HELP: one line each), each shown in a line of at most WIDTH
+# columns with its value. A key of one option only (optimizer.momentum: sgd's) is shown with the value that
+# option gives it; a Trainer argument the config does not hold is added with `+` (Lightning's default until then).
 
 WIDTH = 100  # columns of the help's every line
 COLUMN = 42  # where a key's description starts
@@ -108,7 +45,7 @@ COLUMN = 42  # where a key's description starts
 
 def listed(key: str) -> bool:
     """Whether `key` is one the help shows: documented and not refused by the checks."""
-    return key in KEYS and key not in REFUSED
+    return key in HELP and key not in REFUSED
 
 
 def shown(value) -> str:
@@ -162,11 +99,11 @@ def text(cfg: DictConfig) -> str:
         lines.append(f"  {group:<16}{GROUPS[group]}")
         lines += textwrap.wrap(opts, WIDTH, initial_indent=" " * 18, subsequent_indent=" " * 18)
     lines += ["", "Settings (key=value, with this command's values; key (option: value): that option's; +key: add it):"]
-    for key in (k for k in KEYS if listed(k)):
+    for key in (k for k in HELP if listed(k)):
         line = setting(cfg, key)
         if len(line) > COLUMN - 3:  # a long value given on the command line
             line = line[: COLUMN - 6] + "..."
-        lines.append(f"  {line:<{COLUMN - 2}}{KEYS[key]}")
+        lines.append(f"  {line:<{COLUMN - 2}}{HELP[key]}")
     return "\n".join(lines).replace("$", "$$")  # Hydra fills the template with string.Template
 
 
@@ -183,9 +120,9 @@ def markdown(cfg: DictConfig) -> str:
         opts = ", ".join(f"**`{o}`**" if o == chosen[group] else f"`{o}`" for o in options(group))
         rows.append(f"| `{group}` | {opts} | {GROUPS[group]} |")
     rows += ["", "| key | default | what it does |", "|---|---|---|"]
-    for key in (k for k in KEYS if listed(k)):
+    for key in (k for k in HELP if listed(k)):
         given = value(cfg, key)
-        rows.append(f"| `{key}` | {'added with `+`' if given is None else f'`{given}`'} | {KEYS[key]} |")
+        rows.append(f"| `{key}` | {'added with `+`' if given is None else f'`{given}`'} | {HELP[key]} |")
     return "\n".join(rows)
 
 

@@ -66,7 +66,7 @@ def test_the_lightning_adapter_fits_the_installed_lightning(tmp_path):
 
 
 def test_the_lightning_adapter_knows_lightnings_precisions_its_errors_and_its_hook_attribute(tmp_path):
-    from rnnexp.config import PRECISIONS
+    from rnnexp.settings import PRECISIONS
 
     with adapter(lightning):
         values = lightning.precision_values()

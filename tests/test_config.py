@@ -17,21 +17,14 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from rnnexp.config import (
-    CELLS,
-    RULES,
-    SETTINGS,
-    STEPWISE_CELLS,
-    TRAINER_FLAGS,
-    ConfigError,
-    check,
-    null_group,
-)
+from rnnexp import settings
+from rnnexp.config import ConfigError, check, null_group
 from rnnexp.data.datamodule import SequenceDataModule
 from rnnexp.data.datasets import DATASETS, FASHION_MNIST
 from rnnexp.models.cells import CELLS as STEPWISE
 from rnnexp.models.classifier import SequenceClassifier
 from rnnexp.module import ClassifierModule
+from rnnexp.settings import BASES, CELLS, RULES, SETTINGS, STEPWISE_CELLS
 
 MODELS = "cornn, gru, indrnn, lem, lnlstm, lstm, lstm_peephole, lstm_stepwise, rnn"  # conf/model/'s options
 GROUPS = ["data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks"]
@@ -367,19 +360,23 @@ def test_check_accepts_what_works(tmp_path, overrides):
     check(composed(tmp_path, *overrides))
 
 
-def test_trainer_flags_are_the_trainers_boolean_arguments():
+def test_the_trainers_boolean_arguments_take_only_true_false_or_null():
     parameters = inspect.signature(pl.Trainer).parameters.items()
-    assert set(TRAINER_FLAGS) == {n for n, p in parameters if p.annotation in (bool, bool | None)}
+    flags = {n for n, p in parameters if p.annotation in (bool, bool | None)}
+    assert len(flags) >= 10, flags  # Lightning still annotates them
+    for name in flags:
+        ok = RULES[f"trainer.{name}"][0]
+        assert ok(True) and ok(False) and not ok(1) and not ok("true") and not ok("maybe"), name
 
 
 def test_settings_are_the_constructors_arguments():
     passed_by_rnnexp = {"self", "params", "input_size", "num_classes", "seed", "logger", "callbacks", "plugins"}
     passed_by_rnnexp |= {"steps_per_call"}  # the top-level key, shared with the module
     by_target = {"rnnexp.data.datamodule.SequenceDataModule": {"limit_train_batches"}}  # the trainer's: build's
-    for target, settings in SETTINGS.items():
+    for target, names in SETTINGS.items():
         passed = passed_by_rnnexp | by_target.get(target, set())
         arguments = [n for n in inspect.signature(get_class(target)).parameters if n not in passed]
-        assert list(settings) == arguments, target
+        assert list(names) == arguments, target
     for group in ("data", "model", "optimizer"):  # every option's class is known, so its keys are checked
         for option in options(group):
             with initialize_config_dir(str(CONF), version_base="1.3"):
@@ -387,11 +384,13 @@ def test_settings_are_the_constructors_arguments():
             assert target in SETTINGS, f"{group}={option}"
             unchecked = [key for key in SETTINGS[target] if f"{group}.{key}" not in RULES]
             assert not unchecked, f"{group}={option}: no rule for {unchecked}"
-    assert OmegaConf.load(CONF / "trainer" / "cpu.yaml")._target_ in SETTINGS  # gpu and auto extend cpu
+    for option in options("trainer"):  # gpu, auto and ddp extend cpu
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            assert compose("train", overrides=[f"trainer={option}"]).trainer._target_ in SETTINGS, option
 
 
 def test_model_options_share_one_base_that_is_not_an_option(tmp_path):
-    base = OmegaConf.load(CONF / "model_base.yaml")
+    base = BASES["model_base"]
     # conf/model/ holds the options, and only them: the fused kernels and the built-in step-wise cells
     assert options("model") == sorted(CELLS + STEPWISE_CELLS)
     for cell in options("model"):
@@ -399,7 +398,25 @@ def test_model_options_share_one_base_that_is_not_an_option(tmp_path):
         assert set(own) == {"defaults", "cell"} and own.cell == cell  # every other key is written once, in the base
         composed_model = composed(tmp_path, f"model={cell}").model
         assert list(composed_model) == list(base) and composed_model.cell == cell
-    assert list(base)[1:] == list(SETTINGS[base._target_])  # the base has every setting, in the class's order
+    assert list(base)[1:] == list(SETTINGS[base["_target_"]])  # the base has every setting, in the class's order
+
+
+def test_each_base_is_its_dataclass_and_the_options_that_use_it_change_only_what_they_name(tmp_path):
+    """conf/'s options start from rnnexp.settings' nodes: what a composed group holds beyond the keys its
+    option file writes is the dataclass's default, so a default is written in one place."""
+    cases = {"data=mnist": ("data", settings.Data), "trainer=cpu": ("trainer", settings.Trainer)}
+    cases |= {"logger=tensorboard": ("logger", settings.Logger)}
+    for override, (group, cls) in cases.items():
+        own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{override.split('=')[1]}.yaml"))
+        got = OmegaConf.to_container(composed(tmp_path, override)[group], resolve=False)
+        changed = {k: v for k, v in own.items() if k != "defaults"}
+        assert got == {**settings.node(cls), **changed}, override
+        assert not {k for k, v in changed.items() if settings.node(cls).get(k) == v}, f"{override}: a default again"
+    top = OmegaConf.to_container(composed(tmp_path), resolve=False)  # paths.run_dir=tmp_path on its command line
+    assert {k: top[k] for k in BASES["run_base"]} == {**BASES["run_base"], "paths": {**top["paths"]}}
+    assert top["paths"] == {**BASES["run_base"]["paths"], "run_dir": str(tmp_path)}
+    assert top["callbacks"] == BASES["callbacks_base"]
+    assert not list(CONF.glob("*_base.yaml"))  # the bases live in rnnexp/settings.py only
 
 
 def test_each_data_set_is_an_option_whose_root_variable_its_messages_name(tmp_path):
@@ -435,8 +452,9 @@ def test_every_boolean_key_in_conf_is_checked():
     files = [(CONF / "train.yaml", "")] + [
         (p, "" if p.parent.name in GLOBAL_GROUPS else f"{p.parent.name}.") for p in CONF.glob("*/*.yaml")
     ]
-    files += [(p, f"{p.stem.removesuffix('_base')}.") for p in CONF.glob("*_base.yaml")]  # model_base.yaml
-    keys = {key for path, prefix in files for key in bool_keys(OmegaConf.to_container(OmegaConf.load(path)), prefix)}
+    nodes = [(OmegaConf.to_container(OmegaConf.load(path)), prefix) for path, prefix in files]
+    nodes += [(base, "" if name == "run_base" else f"{name.removesuffix('_base')}.") for name, base in BASES.items()]
+    keys = {key for node, prefix in nodes for key in bool_keys(node, prefix)}
     assert keys >= {"test", "data.download", "model.bidirectional"}
     for key in keys:
         assert key in RULES and not RULES[key][0]("maybe") and not RULES[key][0](1), key
@@ -502,3 +520,12 @@ def test_a_slurm_sweep_where_there_is_no_slurm_is_one_line(tmp_path, tiny_mnist,
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: hydra/launcher=slurm: no Slurm here")
     assert not (tmp_path / "multirun").exists()
+
+
+def test_the_settings_and_checks_load_without_torch_or_lightning():
+    """A bad value is answered before torch loads (seconds): rnnexp.settings, the checks and --help's text
+    import neither torch nor Lightning."""
+    loaded = "sorted({'torch', 'pytorch_lightning'} & set(sys.modules))"
+    code = f"import sys, rnnexp.settings, rnnexp.config, rnnexp.help; print({loaded})"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)

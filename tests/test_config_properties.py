@@ -1,4 +1,4 @@
-"""Whatever value a key of rnnexp.config.RULES is given on the command line, check() refuses it with a
+"""Whatever value a key of rnnexp.settings.RULES is given on the command line, check() refuses it with a
 ConfigError naming `key=` exactly when the key's rule refuses it, and refuses every value of the
 wrong type, before any data is read."""
 
@@ -15,18 +15,8 @@ from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import (
-    CELLS,
-    INITIALIZERS,
-    METRICS,
-    PRECISIONS,
-    RULES,
-    STEPWISE_CELLS,
-    TRAINER_FLAGS,
-    VIEWS,
-    ConfigError,
-    check,
-)
+from rnnexp.config import ConfigError, check
+from rnnexp.settings import CELLS, INITIALIZERS, METRICS, PRECISIONS, RULES, STEPWISE_CELLS, VIEWS
 
 pytestmark = pytest.mark.slow  # property tests: hundreds of generated cases each
 
@@ -46,6 +36,10 @@ CONTEXT = {
     "trainer.max_epochs": ["trainer.max_steps=100"],  # -1 is allowed where the steps are set
 }
 
+TRAINER_FLAGS = (
+    "enable_checkpointing", "enable_progress_bar", "enable_model_summary", "benchmark", "inference_mode",
+    "detect_anomaly", "barebones", "sync_batchnorm", "use_distributed_sampler", "enable_autolog_hparams",
+)  # fmt: skip
 # The Python types each key may hold, written down apart from the rules: a value of any other type
 # must be refused whatever the rule says about ranges.
 INT, NUMBER, BOOL, STR, NONE, LIST = (int,), (int, float), (bool,), (str,), (type(None),), (list,)
@@ -68,7 +62,7 @@ KINDS = {
     **{f"optimizer.{k}": BOOL for k in ("amsgrad", "nesterov", "centered", "maximize", "capturable")},
     **{f"optimizer.{k}": BOOL for k in ("differentiable", "decoupled_weight_decay")},
     **{f"optimizer.{k}": BOOL + NONE for k in ("foreach", "fused")},
-    **{f"trainer.{k}": BOOL + NONE for k in TRAINER_FLAGS},
+    **{f"trainer.{k}": BOOL + NONE for k in TRAINER_FLAGS},  # Lightning's true-or-false arguments
     "trainer.deterministic": BOOL + NONE + STR,  # "warn"
     **dict.fromkeys(["optimized_metric", "data.view", "data.dataset", "model.cell", "model.nonlinearity"], STR),
     **dict.fromkeys(["model.init", "model.readout_init", "model.projection_init", "data.root"], STR),

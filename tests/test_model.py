@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnexp import config
+from rnnexp import settings
 from rnnexp.data.datamodule import VIEWS
 from rnnexp.data.datasets import DATASETS
 from rnnexp.models.cells import CELLS
@@ -13,11 +13,11 @@ from rnnexp.models.init import INITIALIZERS
 
 
 def test_config_checks_know_the_same_names_as_the_code():
-    assert tuple(INITIALIZERS) == config.INITIALIZERS
-    assert tuple(CORES) == config.CELLS
-    assert tuple(CELLS) == config.STEPWISE_CELLS
-    assert tuple(VIEWS) == config.VIEWS
-    assert tuple(DATASETS) == config.DATASETS
+    assert tuple(INITIALIZERS) == settings.INITIALIZERS
+    assert tuple(CORES) == settings.CELLS
+    assert tuple(CELLS) == settings.STEPWISE_CELLS
+    assert tuple(VIEWS) == settings.VIEWS
+    assert tuple(DATASETS) == settings.DATASETS
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

@@ -48,7 +48,7 @@ def trainer_of(module: pl.LightningModule) -> pl.Trainer | None:
 
 def precision_values() -> list:
     """Every value `Trainer(precision=...)` takes: lightning_fabric's `_PRECISION_INPUT` Literals.
-    rnnexp.config keeps a copy (PRECISIONS) so that checking a config imports no torch;
+    rnnexp.settings keeps a copy (PRECISIONS) so that checking a config imports no torch;
     tests/test_compat.py holds the two equal."""
     from typing import get_args
 
