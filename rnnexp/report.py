@@ -94,7 +94,7 @@ class Run:
             "test_acc": test_acc,
             "published": published,
             "diff": test_acc - published if _number(test_acc) is not None and _number(published) is not None else None,
-            "published_on": ref.get("measured_on"),
+            "published_on": ref.get("measured_on") if _number(published) is not None else None,  # of a number only
         }
 
     def setting(self) -> str:

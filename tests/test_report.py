@@ -245,3 +245,15 @@ def test_the_report_takes_settings_as_key_value_like_every_entry_point(tmp_path,
     assert capsys.readouterr().err.startswith("error: out=: give a folder")
     assert report.main([str(tmp_path / "nowhere")]) == 1
     assert f"error: no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+
+
+def test_a_preset_without_a_published_result_has_no_published_line(tmp_path):
+    """A preset of rnnexp's own (rows_lnlstm) says in reference.measured_on where our numbers are, with
+    reference.accuracy null: the report names where published results were measured only for those it has."""
+    for seed, accuracy in ((1, None), (2, 0.95)):
+        run = fake_run(tmp_path / f"{seed - 1}_seed={seed}", seed=seed)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["reference"] = {"accuracy": accuracy, "measured_on": f"note {seed}"}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    text = report.markdown([run.row() for run in report.find_runs([tmp_path])], [])
+    assert "Published results were measured on: " in text and "note 2" in text and "note 1" not in text, text
