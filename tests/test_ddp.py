@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,25 @@ DDP = [
 @pytest.fixture(scope="module")
 def odd_mnist(tmp_path_factory):
     return write_mnist(tmp_path_factory.mktemp("odd_mnist"), n_train=200, n_test=101)
+
+
+@contextlib.contextmanager
+def training(tmp_path: Path, data: Path, args: list[str], once: str):
+    """`python -m rnnexp.train *args` in a process of its own (console in tmp_path/console.log), handed over
+    once a file matching `once` (a glob under tmp_path) exists, within 120 s; killed on leaving."""
+    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
+    with open(tmp_path / "console.log", "w") as console:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env, stdout=console, stderr=console
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob(once)) and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert list(tmp_path.glob(once)), (tmp_path / "console.log").read_text()[-3000:]
+            yield proc
+        finally:
+            proc.kill()
 
 
 def one_process_test_acc(run_dir) -> float:
@@ -94,20 +114,10 @@ def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
 def test_sigterm_to_the_first_process_stops_a_sweep_job_at_a_saved_step_and_resume_completes_it(tmp_path, odd_mnist):
     # `kill <pid>` reaches rank 0 alone: all ranks decide the stop together, at one step that is saved. On resume
     # the other rank continues the job from that checkpoint too (its folder's name holds `=`, quoted for Hydra).
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
     sweep = ["-m", *DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
-    with open(tmp_path / "console.log", "w") as console:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnexp.train", *sweep], cwd=ROOT, env=env, stdout=console, stderr=console
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not list(tmp_path.glob("multirun/*/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            proc.send_signal(signal.SIGTERM)  # to rank 0 only
-            assert proc.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "console.log").read_text()[-3000:]
-        finally:
-            proc.kill()
+    with training(tmp_path, odd_mnist, sweep, once="multirun/*/*/checkpoints/last.ckpt") as proc:
+        proc.send_signal(signal.SIGTERM)  # to rank 0 only
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "console.log").read_text()[-3000:]
     (folder,) = (tmp_path / "multirun").iterdir()
     (job,) = [p for p in folder.iterdir() if p.is_dir()]
     metrics = json.loads((job / "metrics.json").read_text())
@@ -156,21 +166,11 @@ def test_a_ddp_run_stopped_at_an_epochs_end_resumes_on_every_process_to_the_unin
 def test_a_rank_that_dies_takes_the_run_with_it_recorded_failed(tmp_path, odd_mnist):
     # gloo notices the lost peer and rank 0 ends with the loss as its error; without that (NCCL) it would wait in
     # its next collective, and rnnexp.ddp's watcher records the run failed and kills it after a grace period.
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(odd_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
     run = [*DDP, "data.batch_size=8", "trainer.max_epochs=50", "callbacks.last.every_n_steps=2"]
-    with open(tmp_path / "console.log", "w") as console:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnexp.train", *run], cwd=ROOT, env=env, stdout=console, stderr=console
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            (child,) = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # rank 1, started by it
-            os.kill(int(child), signal.SIGKILL)
-            assert proc.wait(timeout=120) in (1, -signal.SIGKILL), (tmp_path / "console.log").read_text()[-3000:]
-        finally:
-            proc.kill()
+    with training(tmp_path, odd_mnist, run, once="runs/*/checkpoints/last.ckpt") as proc:
+        (child,) = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # rank 1, started by it
+        os.kill(int(child), signal.SIGKILL)
+        assert proc.wait(timeout=120) in (1, -signal.SIGKILL), (tmp_path / "console.log").read_text()[-3000:]
     (folder,) = (tmp_path / "runs").iterdir()
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["reason"] == "resource"
