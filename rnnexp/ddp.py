@@ -66,7 +66,7 @@ def started_elsewhere() -> bool:
     """Whether this process's rank was started by someone (this module in the first process, or what
     Lightning itself detects: torchrun, srun, an LSF or MPI job) rather than being the first of
     processes still to start."""
-    from lightning_fabric.plugins.environments import (
+    from pytorch_lightning.plugins.environments import (
         LSFEnvironment,
         MPIEnvironment,
         SLURMEnvironment,
@@ -88,7 +88,7 @@ def starts_ranks(cfg: DictConfig) -> int:
 
 
 def _environment(port: int, world_size: int):
-    from lightning_fabric.plugins.environments import ClusterEnvironment
+    from pytorch_lightning.plugins.environments import ClusterEnvironment
 
     class StartedRanks(ClusterEnvironment):
         """Rank 0 of processes on this machine that rnnexp started, meeting at 127.0.0.1:port."""

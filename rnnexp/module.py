@@ -14,7 +14,6 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
-from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -271,6 +270,12 @@ class ClassifierModule(PlainHookAttributes, pl.LightningModule):
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
+def implements_step_hooks(obj: object, base: type) -> bool:
+    """Whether `obj`'s class defines one of STEP_HOOKS anew rather than inheriting `base`'s (which does
+    nothing)."""
+    return any(getattr(type(obj), hook, None) is not getattr(base, hook) for hook in STEP_HOOKS)
+
+
 class Lean:
     """An optimizer step without Lightning's wrappers: zero_grad, backward, clipping and the raw
     optimizer's step, as a plain loop writes them. Lightning's own path adds hooks (on_before_backward,
@@ -299,8 +304,9 @@ class Lean:
             return None
         if getattr(plugin, "scaler", None) is not None:  # float16: Lightning scales the loss
             return None
-        hooked = [cb for cb in trainer.callbacks if any(is_overridden(h, cb, Callback) for h in STEP_HOOKS)]
-        if hooked or any(is_overridden(h, module, pl.LightningModule) for h in STEP_HOOKS):
+        if implements_step_hooks(module, pl.LightningModule):
+            return None
+        if any(implements_step_hooks(callback, Callback) for callback in trainer.callbacks):
             return None
         return cls(module)
 

@@ -379,7 +379,7 @@ def stop_signal(err: BaseException) -> str:
 
 def expected(err: BaseException) -> ExpectedError | None:
     """The user-fixable failure behind `err` (itself, or what it was raised from), or None for a bug."""
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     from rnnexp.compat.lightning import raised_by_lightning
 

@@ -124,7 +124,8 @@ PRIVATE = re.compile(
     r"\._(batches_that_stepped|signal_connector|get_file_writer|return_value|trainer|storage|study_id)\b"
     r"|\"_(batches_that_stepped|return_value)\"|hydra\._internal|hydra_optuna_sweeper|optim_step_progress"
     r"|batch_progress|\[\"loops\"\]|_is_mkldnn|_current_fx_name|_PRECISION_INPUT|\._pytree|co_filename"
-    r"|callbacks\.progress\.tqdm_progress|plugins\.io\.torch_io"  # modules Lightning does not export
+    r"|callbacks\.progress\.tqdm_progress|plugins\.io\.torch_io|model_helpers"  # modules Lightning does not export
+    r"|(from|import) lightning_fabric\b"  # Lightning's inner package: pytorch_lightning exports what rnnexp uses
 )
 
 
