@@ -42,8 +42,19 @@ def slurm_gpus(accelerator: str, devices):
     return devices if accelerator in ("gpu", "cuda") else None
 
 
+def output_dir(folder) -> str:
+    """`${output_dir:${paths.output_dir}}` (conf/train.yaml's hydra.run.dir and hydra.sweep.dir): the folder
+    runs and sweeps go under, held to its rule as Hydra resolves a single run's folder, before it makes
+    it (`paths.output_dir=` put the run at the filesystem's root); a sweep's jobs are checked before it starts."""
+    ok, allowed = RULES["paths.output_dir"]
+    if not ok(folder):
+        raise ConfigError(f"paths.output_dir={_show(folder)}: must be {allowed}")
+    return folder
+
+
 # Registered on import: Hydra resolves hydra.run.dir and hydra.launcher, which use them, before the task runs.
 OmegaConf.register_new_resolver("env_or", env_or, replace=True)
+OmegaConf.register_new_resolver("output_dir", output_dir, replace=True)
 OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
 
 
@@ -142,9 +153,10 @@ def unknown_key(key: str, value: str | None, cfg: DictConfig | None) -> str | No
         return f"{key.lstrip('+~')}: no such group; {fix}"
     group, _, name = key.rpartition(".")
     hint = did_you_mean(key, value, cfg)
-    if not group:
+    head = key.lstrip("+~").split(".")[0]
+    if not group or head not in top_level() and not hint:  # `seed2=1`; `run_base.seed=1`, no near miss
         settings = [k for k in top_level() if k not in groups()]
-        return f"{key}: not a setting of rnnexp.train" + (
+        return f"{key if not group else head}: not a setting of rnnexp.train" + (
             hint or f"; the settings are: {', '.join(settings)}; the groups: {', '.join(groups())}"
         )
     target = OmegaConf.select(cfg, f"{group}._target_", default=None) if cfg is not None and "." not in group else None

@@ -130,7 +130,11 @@ class Run:
 class Paths:
     """Where runs go (`paths.*`)."""
 
-    output_dir: str = key("${env_or:RNNEXP_OUTPUT_DIR,outputs}", None, "where runs and sweeps go (RNNEXP_OUTPUT_DIR)")
+    output_dir: str = key(  # empty would put the runs at the filesystem's root (/runs/...)
+        "${env_or:RNNEXP_OUTPUT_DIR,outputs}",
+        (lambda v: isinstance(v, str) and v.strip() != "", "a folder, or left out (RNNEXP_OUTPUT_DIR, else outputs)"),
+        "where runs and sweeps go (RNNEXP_OUTPUT_DIR)",
+    )
     run_dir: str = key("${hydra:runtime.output_dir}")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import CONF, ROOT, TINY, run_train
+from conftest import CONF, ROOT, TINY, cli, run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -291,6 +291,7 @@ def test_check_refuses_in_one_line(tmp_path, overrides, message):
                                   " model.hidden_size=64?"),
         (["optimzer=sgd"], "optimzer: not a setting of rnnexp.train; did you mean optimizer=sgd?"),
         (["modle.hidden_size=3"], "modle.hidden_size: no such setting; did you mean model.hidden_size=3?"),
+        (["run_base.seed=1"], "run_base: not a setting of rnnexp.train; the settings are: seed, grad_clip,"),
         (["~optimzer"], "~optimzer: no such group or setting; did you mean ~optimizer?"),
         # the keys are those of the groups the command line chooses: SGD has a momentum, Adam none
         (["optimizer=sgd", "optimizer.momentun=0.9"], "optimizer.momentun: not a setting of optimizer (SGD); did you"
@@ -529,3 +530,14 @@ def test_the_settings_and_checks_load_without_torch_or_lightning():
     code = f"import sys, rnnexp.settings, rnnexp.config, rnnexp.help; print({loaded})"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr)
+
+
+def test_an_empty_output_folder_is_refused_before_any_folder_is_made():
+    """`paths.output_dir=` would put the run at the filesystem's root (/runs/<time>_...): refused in one line
+    as Hydra resolves the run's folder, and a sweep before it starts."""
+    made_before = Path("/runs").exists(), Path("/multirun").exists()
+    for argv in (["paths.output_dir="], ["-m", "paths.output_dir=", "seed=1,2"]):
+        result = cli("rnnexp.train", *argv)
+        assert result.returncode == 1 and "paths.output_dir='': must be a folder" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert (Path("/runs").exists(), Path("/multirun").exists()) == made_before

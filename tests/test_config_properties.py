@@ -68,6 +68,7 @@ KINDS = {
     **dict.fromkeys(["model.init", "model.readout_init", "model.projection_init", "data.root"], STR),
     "trainer.precision": STR + INT,
     "ckpt_path": STR + NONE,
+    "paths.output_dir": STR,
     "optimizer.betas": LIST,
     "model.cell_args": (dict,),
     "model.residual": BOOL,
