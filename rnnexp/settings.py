@@ -378,7 +378,7 @@ class ProgressBar:
 
     _target_: str = "rnnexp.progress.progress_bar"
     # redrawing every step costs measurable time on short steps
-    refresh_rate: int = key(20, None, "the bar's redraws, in steps")
+    refresh_rate: int = key(20, integer(1), "the bar's redraws, in steps")
 
 
 @dataclass
@@ -386,7 +386,7 @@ class Samples:
     """`callbacks.samples`: misclassified validation images in TensorBoard."""
 
     _target_: str = "rnnexp.tensorboard.PredictionSamples"
-    count: int = key(16, None, "misclassified validation images shown")
+    count: int = key(16, integer(1), "misclassified validation images shown")  # none: ~callbacks.samples
 
 
 # Where each dataclass's keys sit in a composed config, in the order --help lists them.

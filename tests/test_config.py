@@ -207,6 +207,8 @@ def test_bad_override_stops_before_training_with_one_line(tmp_path, tiny_mnist, 
         (["trainer.enable_model_summary=maybe"], "trainer.enable_model_summary=maybe: must be true, false or null"),
         (["+trainer.enable_progress_bar=maybe"], "trainer.enable_progress_bar=maybe: must be true, false or null"),
         (["logger.default_hp_metric=maybe"], "logger.default_hp_metric=maybe: must be true or false"),
+        (["callbacks.samples.count=abc"], "callbacks.samples.count=abc: must be an integer >= 1"),
+        (["callbacks.progress_bar.refresh_rate=-1"], "callbacks.progress_bar.refresh_rate=-1: must be an integer >= 1"),
         (["callbacks.checkpoint.enable_version_counter=maybe"], "enable_version_counter=maybe: must be"),
         # optimizers
         (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer.momentum=-1: must be a finite number >= 0"),
@@ -541,3 +543,18 @@ def test_an_empty_output_folder_is_refused_before_any_folder_is_made():
         assert result.returncode == 1 and "paths.output_dir='': must be a folder" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert (Path("/runs").exists(), Path("/multirun").exists()) == made_before
+
+
+# Keys a user sets whose values only code further on knows, each refused there in one line.
+CHECKED_WHERE_KNOWN = {
+    "resume": "rnnexp.run.resume_argv, which reads the folder",
+    "trainer.accelerator": "rnnexp.run, against Lightning's accelerator registry",
+    "trainer.devices": "rnnexp.config.check, by accelerator and launcher",
+    "trainer.strategy": "rnnexp.config.check (ddp_spawn, ddp_fork) and Lightning's strategy registry",
+    "trainer.val_check_interval": "rnnexp.train.validate_by_batches and Lightning",
+}
+
+
+def test_every_key_a_user_sets_has_its_rule_or_is_checked_where_its_values_are_known():
+    """A key with a --help line and no rule took any value: callbacks.samples.count=abc ended in a traceback."""
+    assert {key for key in settings.HELP if key not in RULES} == set(CHECKED_WHERE_KNOWN)

@@ -69,6 +69,7 @@ KINDS = {
     "trainer.precision": STR + INT,
     "ckpt_path": STR + NONE,
     "paths.output_dir": STR,
+    **dict.fromkeys(["callbacks.progress_bar.refresh_rate", "callbacks.samples.count"], INT),
     "optimizer.betas": LIST,
     "model.cell_args": (dict,),
     "model.residual": BOOL,
