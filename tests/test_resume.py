@@ -2,49 +2,23 @@
 own folder, and ends as the same run uninterrupted would; a sweep continues job by job."""
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY, only, run_train, scalars, trained
+from conftest import ROOT, TINY, cli, only, run_train, scalars, stop_at, trained
 from conftest import record as metrics
 
 # Dropout and two layers, so that the RNG state matters; a checkpoint every 3 steps, mostly mid-epoch
 # (11 batches an epoch); logged every 2 steps, so a checkpoint often falls inside a logging interval;
 # three optimizer steps per training step (4 an epoch: 3, 3, 3 and 2), so logging falls inside them.
-EXACT = [*TINY, "model.layers=2", "model.dropout=0.2", "trainer.max_epochs=25", "callbacks.last.every_n_steps=3"]
-EXACT += ["steps_per_call=3"]
+# Three epochs (TINY's): the stops come at points of the run's progress (tests/kill_at.py), not while
+# a long run goes on.
+EXACT = [*TINY, "model.layers=2", "model.dropout=0.2", "callbacks.last.every_n_steps=3", "steps_per_call=3"]
 
-
-def start(tmp_path, data, *args) -> subprocess.Popen:
-    env = {**os.environ, "RNNEXP_DATA_DIR": str(data), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    console = open(tmp_path / "console.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env, stdout=console,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def wait_for(pattern_root, pattern, proc, timeout=120):
-    deadline = time.monotonic() + timeout
-    while not list(pattern_root.glob(pattern)):
-        assert proc.poll() is None, "the run ended before it could be stopped"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-
-
-def stop_when(tmp_path, data, args, pattern, sig) -> int:
-    """Start the entry point, send it `sig` once `pattern` exists under tmp_path; its exit code."""
-    proc = start(tmp_path, data, *args)
-    try:
-        wait_for(tmp_path, pattern, proc)
-        proc.send_signal(sig)
-        return proc.wait(timeout=60)
-    finally:
-        proc.kill()
+# The first last.ckpt (step 3, mid-epoch), just renamed into place: the point each stop below comes at.
+FIRST_CHECKPOINT = ("checkpoint_written", 1)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +39,7 @@ def assert_same_run(run, reference):
 
 
 def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference):
-    stop_when(tmp_path, tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", signal.SIGKILL)
+    stop_at(*FIRST_CHECKPOINT, "SIGKILL", *EXACT, data=tiny_mnist, out=tmp_path)
     run = only((tmp_path / "runs").iterdir())
     assert metrics(run)["status"] == "running"  # killed: nothing could record it
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
@@ -82,15 +56,15 @@ def test_sigkill_mid_epoch_then_resume_ends_as_the_uninterrupted_run(tmp_path, t
 
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])  # what Slurm sends before a time limit or preemption
 def test_stop_signal_saves_the_step_then_resume_ends_as_the_uninterrupted_run(tmp_path, tiny_mnist, reference, stop):
-    code = stop_when(tmp_path, tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", getattr(signal, stop))
-    assert code == 128 + getattr(signal, stop)
+    stopped = stop_at(*FIRST_CHECKPOINT, stop, *EXACT, data=tiny_mnist, out=tmp_path)
+    assert stopped.returncode == 128 + getattr(signal, stop), stopped.stderr[-3000:]
     run = only((tmp_path / "runs").iterdir())
     record = metrics(run)
     assert record["status"] == "interrupted" and record["signal"] == stop
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == record["steps"]
-    console = (tmp_path / "console.log").read_text()
-    stopped = f"interrupted at step {record['steps']} ({stop}); continue with: python -m rnnexp.train resume={run}"
-    assert stopped in console
+    console = stopped.stdout + stopped.stderr
+    said = f"interrupted at step {record['steps']} ({stop}); continue with: python -m rnnexp.train resume={run}"
+    assert said in console
     assert "Traceback" not in console
 
     result = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)
@@ -120,14 +94,16 @@ def test_same_seed_gives_the_same_run_and_another_seed_does_not(tmp_path, tiny_m
 
 
 def test_a_killed_sweep_continues_job_by_job(tmp_path, tiny_mnist):
-    sweep_args = ["-m", *TINY, "model.hidden_size=8,16,12", "trainer.max_epochs=30", "callbacks.last.every_n_steps=3"]
-    sweep_args += ["steps_per_call=3"]
-    stop_when(tmp_path, tiny_mnist, sweep_args, "multirun/*/1_*/checkpoints/last.ckpt", signal.SIGKILL)
+    sweep_args = ["-m", *EXACT, "model.hidden_size=8,16,12"]
+    # killed at the sweep's 14th training step: the first job's 12 (3 epochs of 4) done, the second job's
+    # second, right after its last.ckpt of step 6
+    stop_at("train_call", 14, "SIGKILL", *sweep_args, data=tiny_mnist, out=tmp_path)
     sweep = only((tmp_path / "multirun").iterdir())
     jobs = ["0_model.hidden_size=8", "1_model.hidden_size=16", "2_model.hidden_size=12"]
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == jobs[:2]
     first = (sweep / jobs[0] / "metrics.json").read_text()
     assert json.loads(first)["status"] == "completed" and metrics(sweep / jobs[1])["status"] == "running"
+    assert torch.load(sweep / jobs[1] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
     result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -214,7 +190,8 @@ def test_a_copied_run_folder_resumes_and_evaluates_in_its_new_place_and_leaves_t
     tmp_path, tiny_mnist, reference
 ):
     (tmp_path / "made").mkdir()
-    stop_when(tmp_path / "made", tiny_mnist, EXACT, "runs/*/checkpoints/last.ckpt", signal.SIGTERM)
+    stopped = stop_at(*FIRST_CHECKPOINT, "SIGTERM", *EXACT, data=tiny_mnist, out=tmp_path / "made")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     original = only((tmp_path / "made" / "runs").iterdir())
     before = snapshot(original)
     copy = shutil.copytree(original, tmp_path / "elsewhere" / "copy")
@@ -227,8 +204,7 @@ def test_a_copied_run_folder_resumes_and_evaluates_in_its_new_place_and_leaves_t
     assert metrics(copy)["best_checkpoint"] == metrics(reference)["best_checkpoint"]  # checkpoints/epoch...
 
     moved = shutil.move(copy, tmp_path / "moved")  # a completed run, moved: evaluated where it is now
-    evaluation = subprocess.run([sys.executable, "-m", "rnnexp.evaluate", f"ckpt_path={moved}"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    evaluation = cli("rnnexp.evaluate", f"ckpt_path={moved}")
     assert evaluation.returncode == 0, evaluation.stderr[-3000:]
     assert (moved / "evaluation" / "evaluation.json").is_file() and not copy.exists()
     assert snapshot(original) == before
