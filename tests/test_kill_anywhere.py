@@ -64,7 +64,7 @@ def test_a_run_stopped_anywhere_resumes_to_the_uninterrupted_run(
         assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
         assert metrics(run)["status"] == "interrupted" and metrics(run)["signal"] == signal_name
 
-    resumed = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path, subprocess=True)  # as a user resumes it
+    resumed = run_train(f"resume={run}", data=tiny_mnist, out=tmp_path)  # main(argv), as `python -m` calls it
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ours, theirs = metrics(run), metrics(reference)
     assert ours["status"] == "completed", ours
