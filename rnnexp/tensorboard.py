@@ -205,10 +205,6 @@ class PredictionSamples(Callback):
             return
         if not trainer.is_global_zero:  # only rank 0 writes
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
         import torch
 
         from rnnexp.data.datamodule import scale
@@ -227,18 +223,39 @@ class PredictionSamples(Callback):
         picked = shown(guesses != labels, self.count)
         images = datamodule.images("val", len(guesses))[picked]
         classes = datamodule.classes
-        columns = min(8, len(picked))
-        rows = -(-len(picked) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.45 * rows), squeeze=False, dpi=80)
-        fig.subplots_adjust(0.01, 0.01, 0.99, 0.88, 0.1, 0.55)  # by hand: a constrained layout costs twice the time
-        right = sum(int(guesses[k] == labels[k]) for k in picked)
-        fig.suptitle(f"true -> guess: {len(picked) - right} wrong (red), {right} right", fontsize=8)
-        for n, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if n < len(picked):
-                k = picked[n]
-                ax.imshow(images[n].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-                truth, guess = classes[int(labels[k])], classes[int(guesses[k])]
-                ax.set_title(f"{truth}\n-> {guess}", fontsize=7, color="black" if truth == guess else "red")
+        fig = sample_grid(images, [(classes[int(labels[k])], classes[int(guesses[k])]) for k in picked])
         # at the step the validation metrics of this epoch are logged at (batches stepped before its last)
         trainer.logger.experiment.add_figure("val/samples", fig, global_step=trainer.global_step - 1)
+
+
+def sample_grid(images, named: list[tuple[str, str]]):
+    """A figure of `images` in rows of up to 8, each under its true class and the model's guess (red where
+    they differ). One axes holds them all: a grid of subplots took six times as long to draw, and it is
+    drawn after every validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(8, len(named))
+    rows = -(-len(named) // columns)
+    width, height = 34, 48  # a cell: the image (28 x 28), its margins, two lines of text above it
+    inch = 1.1 / width
+    top = 0.25  # inches for the figure's title
+    fig = plt.figure(figsize=(columns * width * inch, rows * height * inch + top), dpi=80)
+    ax = fig.add_axes((0, 0, 1, 1 - top / (rows * height * inch + top)))
+    ax.axis("off")
+    for n, (truth, guess) in enumerate(named):
+        row, column = divmod(n, columns)
+        x, y = column * width + 3, row * height + 18
+        ax.imshow(
+            images[n].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest", extent=(x, x + 28, y + 28, y)
+        )
+        ax.text(x + 14, y - 1, f"{truth}\n-> {guess}", fontsize=7, color="black" if truth == guess else "red",
+                ha="center", va="bottom")  # fmt: skip
+    ax.set_xlim(0, columns * width)
+    ax.set_ylim(rows * height, 0)
+    ax.set_aspect("auto")
+    right = sum(truth == guess for truth, guess in named)
+    fig.suptitle(f"true -> guess: {len(named) - right} wrong (red), {right} right", fontsize=8)
+    return fig

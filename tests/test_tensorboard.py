@@ -160,13 +160,15 @@ def test_samples_show_the_images_the_model_gets_wrong_with_true_and_guessed_clas
         trainer, SimpleNamespace(model=model, device=torch.device("cpu"))
     )
 
-    axes = [ax for ax in logger.figures["val/samples"].axes if ax.images]
-    assert len(axes) == 16
+    (ax,) = logger.figures["val/samples"].axes  # one axes: 16 images, each under its two lines
+    assert len(ax.images) == len(ax.texts) == 16
     images = datamodule.images("val")
     classes = datamodule.classes
-    for ax, k in zip(axes, expected, strict=True):  # each the image it names: true class, then the guess
-        assert (ax.images[0].get_array() == images[k].numpy()).all()
-        assert ax.get_title() == f"{classes[labels[k]]}\n-> {classes[answers[k]]}"
-        assert (ax.title.get_color() == "red") == (k in wrong)
+    for image, text, k in zip(ax.images, ax.texts, expected, strict=True):  # true class, then the guess
+        assert (image.get_array() == images[k].numpy()).all()
+        assert text.get_text() == f"{classes[labels[k]]}\n-> {classes[answers[k]]}"
+        assert (text.get_color() == "red") == (k in wrong)
+        left, _, _, top = image.get_extent()  # y grows downwards, as in an image
+        assert text.get_position() == (left + 14, top - 1)  # centred above its image
     if len(wrong) == 16:
         assert model.seen < len(labels)  # it stopped scanning once 16 wrong ones were found
