@@ -40,7 +40,7 @@ def study_of(results: dict):
     cannot be opened any more (moved, in memory)."""
     import optuna
 
-    from rnnexp.study import JOURNAL, open_storage
+    from rnnexp.storage import JOURNAL, open_storage
 
     storage, name = results.get("storage"), results.get("study_name")
     if not storage or not name:

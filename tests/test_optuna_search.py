@@ -198,7 +198,7 @@ def test_a_trial_reporting_to_a_study_on_a_full_disk_fails_as_output(tmp_path):
     import sqlalchemy.exc
 
     from rnnexp.errors import OutputError
-    from rnnexp.study import storage_errors
+    from rnnexp.storage import storage_errors
 
     database = sqlite3.connect(tmp_path / "optuna.db")
     database.execute("PRAGMA max_page_count = 2")  # SQLite's own way to run out of room: SQLITE_FULL, as a full disk
@@ -356,7 +356,8 @@ def test_each_pruner_option_builds_an_optuna_pruner(name):
 
 def test_the_sweeper_and_the_job_use_no_private_optuna_or_hydra_attribute():
     root = Path(__file__).parents[1]
-    sources = {p: p.read_text() for p in [root / "rnnexp/study.py", *(root / "hydra_plugins").rglob("*.py")]}
+    files = [root / "rnnexp/study.py", root / "rnnexp/storage.py", *(root / "hydra_plugins").rglob("*.py")]
+    sources = {p: p.read_text() for p in files}
     private = re.compile(r"\._(storage|study_id|trial_id|impl)\b|hydra_optuna_sweeper|optuna\.trial\.Trial\(")
     assert {str(p): private.findall(s) for p, s in sources.items() if private.search(s)} == {}
     assert not [p for p, s in sources.items() if "_return_value" in s]  # Hydra's, read in rnnexp/compat/hydra.py
@@ -438,7 +439,7 @@ def waiting_on_flock(pid: int) -> bool:
 
 
 def test_a_search_starting_while_another_asks_for_a_trial_leaves_that_trial_alone(tmp_path, tiny_mnist):
-    from rnnexp.study import open_storage
+    from rnnexp.storage import open_storage
 
     storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
     other = optuna.create_study(study_name="rnnexp", storage=storage, direction="maximize")
@@ -509,20 +510,27 @@ def test_a_worker_starts_the_next_trial_while_the_other_still_runs(tmp_path, tin
     ]
 
 
-RACE = """
-import sys, time
+# Each process: its imports done, it says so and waits at the gate (a FIFO: opening it for reading blocks
+# until the test opens it for writing, which lets every process through at the same instant).
+GATE = """
+import sys
+print("ready", flush=True)
+open(sys.argv[2]).close()
+"""
+
+RACE = f"""
 import optuna
-from rnnexp.study import open_storage
-while time.time() < float(sys.argv[2]):
-    pass
+from rnnexp.storage import open_storage
+{GATE}
 optuna.create_study(study_name="rnnexp", storage=open_storage(sys.argv[1]), load_if_exists=True)
 """
 
-WATCH = """
-import sqlite3, sys, time
+WATCH = f"""
+import sqlite3, time
 from pathlib import Path
-path, deadline = Path(sys.argv[1].removeprefix("sqlite:///")), float(sys.argv[2]) + 60
-while not path.exists() and time.time() < deadline:
+{GATE}
+path, deadline = Path(sys.argv[1].removeprefix("sqlite:///")), time.monotonic() + 60
+while not path.exists() and time.monotonic() < deadline:
     pass
 # the moment the file is there, it has all its tables and version rows (a reader never sees it half-made)
 print(sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall())
@@ -534,14 +542,22 @@ def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path)
     # duplicate alembic_version row) nearly every time
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
-        start = time.time() + 8  # both past their imports, then at the same instant
+        gate = tmp_path.parent / f"{tmp_path.name}-gate{attempt}"  # beside the folder, which must hold the .db only
+        os.mkfifo(gate)
         pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs = [
-            subprocess.Popen([sys.executable, "-c", code, storage, str(start)], **pipes) for code in (RACE, RACE, WATCH)
+            subprocess.Popen([sys.executable, "-c", code, storage, str(gate)], **pipes) for code in (RACE, RACE, WATCH)
         ]
-        for proc in procs:
-            out, err = proc.communicate(timeout=120)
-            assert proc.returncode == 0, err[-3000:]
+        try:
+            for proc in procs:  # each past its imports, at the gate
+                assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1][-3000:]
+            os.close(os.open(gate, os.O_WRONLY))  # through, all at once
+            for proc in procs:
+                out, err = proc.communicate(timeout=120)
+                assert proc.returncode == 0, err[-3000:]
+        finally:
+            for proc in procs:
+                proc.kill()
         assert len(eval(out)) == 1  # the watcher's one alembic_version row
         assert len(optuna.get_all_study_summaries(storage)) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna0.db", "optuna1.db", "optuna2.db"]  # no drafts left

@@ -1,7 +1,7 @@
 """The search loop behind `hydra/sweeper=rnnexp_optuna` (see optuna_sweeper.py): `n_jobs` workers,
 each asking the study for a trial, launching it as a Hydra job and telling the study how it ended,
 then asking for the next, until the study holds n_trials. Optuna's public API only: the study's
-storage is opened here (rnnexp.study.open_storage) and trials are reached by number through it."""
+storage is opened here (rnnexp.storage.open_storage) and trials are reached by number through it."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from rnnexp.compat.hydra import failed_job_error
 from rnnexp.errors import ConfigError
 from rnnexp.record import RunRecord, process_alive
 from rnnexp.run import Interrupted
-from rnnexp.study import JOURNAL, StudyTrial, open_storage, storage_errors, storage_url
+from rnnexp.storage import JOURNAL, open_storage, storage_errors, storage_url
+from rnnexp.study import StudyTrial
 
 log = logging.getLogger(__name__)
 
