@@ -114,19 +114,19 @@ def test_ddp_sweep_runs_each_job_once_in_its_own_folder(tmp_path, odd_mnist):
 def test_sigterm_to_the_first_process_stops_a_sweep_job_at_a_saved_step_and_resume_completes_it(tmp_path, odd_mnist):
     # `kill <pid>` reaches rank 0 alone: all ranks decide the stop together, at one step that is saved. On resume
     # the other rank continues the job from that checkpoint too (its folder's name holds `=`, quoted for Hydra).
-    sweep = ["-m", *DDP, "data.batch_size=8", "trainer.max_epochs=20", "callbacks.last.every_n_steps=2"]
+    sweep = ["-m", *DDP, "data.batch_size=8", "trainer.max_epochs=4", "callbacks.last.every_n_steps=2"]  # 40 steps
     with training(tmp_path, odd_mnist, sweep, once="multirun/*/*/checkpoints/last.ckpt") as proc:
         proc.send_signal(signal.SIGTERM)  # to rank 0 only
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM, (tmp_path / "console.log").read_text()[-3000:]
     (folder,) = (tmp_path / "multirun").iterdir()
     (job,) = [p for p in folder.iterdir() if p.is_dir()]
     metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM" and 0 < metrics["steps"] < 200
+    assert metrics["status"] == "interrupted" and metrics["signal"] == "SIGTERM" and 0 < metrics["steps"] < 40
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == metrics["steps"]
     result = run_train(f"resume={folder}", data=odd_mnist, out=tmp_path, timeout=120, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["steps"] == 200 and metrics["attempts"] == 2
+    assert metrics["status"] == "completed" and metrics["steps"] == 40 and metrics["attempts"] == 2
 
 
 # Three epochs of three steps per process, logged every 2 steps: the first epoch ends inside a logging interval.

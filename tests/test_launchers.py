@@ -70,7 +70,8 @@ def test_killing_a_parallel_sweep_stops_its_workers_jobs_saved_and_resume_comple
     # Three jobs on two workers: the sweep's process is SIGKILLed while the first two train and the
     # third waits. The workers must not outlive it: their jobs stop as on SIGTERM, saved, and they exit.
     env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    args = ["-m", "hydra/launcher=parallel", *TINY, "trainer.max_epochs=20", "callbacks.last.every_n_steps=5",
+    # 10 epochs of 11 steps: the two workers start together, so each is far from its end at the other's first save
+    args = ["-m", "hydra/launcher=parallel", *TINY, "trainer.max_epochs=10", "callbacks.last.every_n_steps=5",
             "threads=1", "seed=1,2,3"]  # fmt: skip
     workers = []
     with open(tmp_path / "console.log", "w") as console:
@@ -100,13 +101,13 @@ def test_killing_a_parallel_sweep_stops_its_workers_jobs_saved_and_resume_comple
     for job in running:
         stopped = record(job)
         assert stopped["status"] == "interrupted" and stopped["signal"] == "SIGTERM", stopped
-        assert 0 < stopped["steps"] < 220
+        assert 0 < stopped["steps"] < 110
     waiting = sweep / "2_seed=3"
     assert not (waiting / "metrics.json").exists()  # never started
     result = run_train(f"resume={sweep}", data=tiny_mnist, out=tmp_path, subprocess=True)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = [record(job) for job in running]
-    assert all(r["status"] == "completed" and r["attempts"] == 2 and r["steps"] == 220 for r in resumed), resumed
+    assert all(r["status"] == "completed" and r["attempts"] == 2 and r["steps"] == 110 for r in resumed), resumed
     assert all(r["resumed_from"].endswith("last.ckpt") for r in resumed)
     fresh = record(waiting)
     assert fresh["status"] == "completed" and fresh["attempts"] == 1
@@ -162,7 +163,7 @@ def test_a_submitit_job_stopped_before_its_time_limit_is_requeued_and_ends_as_if
     # Two identical jobs (seed=7,7): the first is sent submitit's SIGUSR2, as Slurm would before its
     # time limit; the second runs uninterrupted and is the reference.
     env = {**os.environ, "RNNEXP_DATA_DIR": str(tiny_mnist), "RNNEXP_OUTPUT_DIR": str(tmp_path)}
-    args = ["-m", "hydra/launcher=submitit_local", *TINY, "trainer.max_epochs=25", "callbacks.last.every_n_steps=3",
+    args = ["-m", "hydra/launcher=submitit_local", *TINY, "trainer.max_epochs=6", "callbacks.last.every_n_steps=3",
             "threads=1", "seed=7,7"]  # fmt: skip
     with open(tmp_path / "console.log", "w") as console:
         proc = subprocess.Popen([sys.executable, "-m", "rnnexp.train", *args], cwd=ROOT, env=env, stdout=console,
