@@ -510,6 +510,20 @@ def test_a_worker_starts_the_next_trial_while_the_other_still_runs(tmp_path, tin
     ]
 
 
+def test_a_study_store_opens_without_torch_or_lightning(tmp_path):
+    """The report of a search and the store's race (below) do not wait seconds for torch and Lightning:
+    rnnexp.storage opens a store, and rnnexp.report and rnnexp.search_report load, without them."""
+    loaded = "sorted({'torch', 'pytorch_lightning'} & set(sys.modules))"
+    code = (
+        "import sys; from rnnexp.storage import open_storage, storage_url; import rnnexp.report, rnnexp.search_report; "
+        f"open_storage(storage_url(sys.argv[1])); print({loaded})"
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    out = subprocess.run([sys.executable, "-c", code, storage], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-3000:])
+    assert (tmp_path / "optuna.db").is_file()
+
+
 # Each process: its imports done, it says so and waits at the gate (a FIFO: opening it for reading blocks
 # until the test opens it for writing, which lets every process through at the same instant).
 GATE = """
