@@ -524,12 +524,12 @@ def test_a_study_store_opens_without_torch_or_lightning(tmp_path):
     assert (tmp_path / "optuna.db").is_file()
 
 
-# Each process: its imports done, it says so and waits at the gate (a FIFO: opening it for reading blocks
-# until the test opens it for writing, which lets every process through at the same instant).
+# Each process: its imports done, it says so and waits at the gate (a byte on its standard input, which the test
+# sends each of them once all three are waiting: they go on together, whatever their imports took).
 GATE = """
 import sys
 print("ready", flush=True)
-open(sys.argv[2]).close()
+sys.stdin.read(1)
 """
 
 RACE = f"""
@@ -556,16 +556,14 @@ def test_two_processes_opening_one_fresh_database_at_once_both_open_it(tmp_path)
     # duplicate alembic_version row) nearly every time
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'optuna{attempt}.db'}"
-        gate = tmp_path.parent / f"{tmp_path.name}-gate{attempt}"  # beside the folder, which must hold the .db only
-        os.mkfifo(gate)
-        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        procs = [
-            subprocess.Popen([sys.executable, "-c", code, storage, str(gate)], **pipes) for code in (RACE, RACE, WATCH)
-        ]
+        pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen([sys.executable, "-c", code, storage], **pipes) for code in (RACE, RACE, WATCH)]
         try:
             for proc in procs:  # each past its imports, at the gate
                 assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1][-3000:]
-            os.close(os.open(gate, os.O_WRONLY))  # through, all at once
+            for proc in procs:  # through, all at once
+                proc.stdin.write("go")
+                proc.stdin.flush()
             for proc in procs:
                 out, err = proc.communicate(timeout=120)
                 assert proc.returncode == 0, err[-3000:]
