@@ -120,11 +120,13 @@ def log_hparams(logger: LightningTensorBoardLogger, settings: dict, metrics: dic
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoard logger without the `epoch` scalar Lightning adds to every write, and
     with the test metrics under `verdict/` (`verdict/test_acc`), after the train and val curves. An
-    event file that cannot be written (a full disk) fails the run as its output, naming the folder."""
+    event file that cannot be written (a full disk) fails the run as its output, naming the folder.
+    Its event files are read after those of the attempts before it (`after_earlier_event_files`)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         writer_thread_errors_said_once()
+        after_earlier_event_files(Path(self.log_dir))
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         metrics = {tag(k): v for k, v in metrics.items() if k != "epoch"}
@@ -142,6 +144,26 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     def _writing(self):
         return writing(Path(self.log_dir))
+
+
+# The longest wait for a second that earlier event files name: more is a clock set differently (another node's),
+# which waiting cannot mend in reasonable time.
+EVENT_FILE_WAIT_S = 3.0
+
+
+def after_earlier_event_files(folder: Path) -> None:
+    """TensorBoard reads a folder's event files in the order of their names, which begin with the second
+    each file was made in (`events.out.tfevents.<second>.<host>.<pid>...`). An attempt that resumes a run
+    within the second its last attempt began would write a file read before that attempt's (by host
+    and process id): the earlier attempt's curve would then come after the resumed one and be dropped
+    as out of order. So this attempt's files (made after this returns, here and in `hparams/`) wait
+    for the next second, where the newest earlier file's second has not passed yet (at most
+    EVENT_FILE_WAIT_S)."""
+    seconds = [p.name.split(".")[3] for p in folder.glob("**/events.out.tfevents.*")]
+    newest = max((int(s) for s in seconds if s.isdigit()), default=None)
+    wait = newest + 1 - time.time() if newest is not None else 0
+    if 0 < wait <= EVENT_FILE_WAIT_S:
+        time.sleep(wait)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,8 @@
 """What TensorBoard shows of a run: the settings in its HParams tab, its scalar tags and their order."""
 
 import json
+import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +17,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 import rnnexp.config  # noqa: F401  registers ${env_or:}, which the composed config's paths use
 from rnnexp.data.datamodule import SequenceDataModule
-from rnnexp.tensorboard import HPARAMS_RUN, PredictionSamples, hparams, tag
+from rnnexp.tensorboard import HPARAMS_RUN, PredictionSamples, TensorBoardLogger, hparams, log_hparams, tag
 
 # Every model setting (input_projection is null unless set, and left out), then the training's.
 MODEL = {f"model/{k}" for k in "cell hidden_size layers bidirectional dropout nonlinearity forget_bias".split()}
@@ -172,3 +174,19 @@ def test_samples_show_the_images_the_model_gets_wrong_with_true_and_guessed_clas
         assert text.get_position() == (left + 14, top - 1)  # centred above its image
     if len(wrong) == 16:
         assert model.seen < len(labels)  # it stopped scanning once 16 wrong ones were found
+
+
+@pytest.mark.parametrize("folder", ["", HPARAMS_RUN])  # the run's curves, and its HParams session below it
+def test_an_attempt_resuming_within_the_second_of_the_last_writes_files_read_after_its(tmp_path, folder):
+    """TensorBoard reads a run folder's event files in name order, and a name starts with the second the file was
+    made in: an earlier attempt's file of the second just begun (here, of the next: its clock a little ahead),
+    made by another process, must still be read before the resumed attempt's."""
+    earlier = tmp_path / folder / f"events.out.tfevents.{int(time.time()) + 1}.{socket.gethostname()}.99999999.0"
+    earlier.parent.mkdir(exist_ok=True)
+    earlier.touch()
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="", version="")
+    logger.log_metrics({"train/loss": 1.0}, step=7)
+    log_hparams(logger, {"model/cell": "lstm"}, {"val/acc_best": 0.5}, step=7)
+    logger.finalize("success")
+    made = [p for p in (tmp_path / folder).glob("events.out.tfevents.*") if p != earlier]
+    assert made and sorted([earlier, *made])[0] == earlier, sorted(p.name for p in [earlier, *made])
