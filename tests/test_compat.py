@@ -97,6 +97,10 @@ def test_the_hydra_adapter_fits_the_installed_hydra():
         ret = JobReturn(status=JobStatus.FAILED)
         ret.return_value = error = RuntimeError("boom")  # the public setter, as hydra's run_job sets it
         assert hydra_compat.failed_job_error(ret) is error
+        state = hydra_compat.global_state()  # what a Slurm job restores before composing its config
+        from hydra.core.config_store import ConfigStore
+
+        assert ConfigStore in state["instances"] and "oc.env" in state["omegaconf_resolvers"], sorted(state)
     with pytest.raises(RuntimeError, match="boom"):
         ret.return_value  # noqa: B018  (the public property re-raises it, which failed_job_error avoids)
 
@@ -126,6 +130,7 @@ PRIVATE = re.compile(
     r"|batch_progress|\[\"loops\"\]|_is_mkldnn|_current_fx_name|_PRECISION_INPUT|\._pytree|co_filename"
     r"|callbacks\.progress\.tqdm_progress|plugins\.io\.torch_io|model_helpers"  # modules Lightning does not export
     r"|(from|import) lightning_fabric\b"  # Lightning's inner package: pytorch_lightning exports what rnnexp uses
+    r"|hydra\.core\.singleton|Singleton\.get_state"  # Hydra's process-wide state
 )
 
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
@@ -33,6 +32,7 @@ class RnnexpSlurmLauncher(SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
+        from rnnexp.compat.hydra import global_state
         from rnnexp.record import RunRecord
         from rnnexp.run import RunFailed
         from rnnexp.slurm import LAUNCHING, refused, watch
@@ -59,7 +59,7 @@ class RnnexpSlurmLauncher(SlurmLauncher):
         for idx, overrides, folder in todo:
             names.append(folder.name)
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        args = [(o, "hydra.sweep.dir", i, f"job_id_for_{i}", Singleton.get_state()) for i, o, _ in todo]
+        args = [(o, "hydra.sweep.dir", i, f"job_id_for_{i}", global_state()) for i, o, _ in todo]
         try:
             # submitit prints a refusal before raising it; redirecting sys.stderr is process-wide: one at a time
             with LAUNCHING, contextlib.redirect_stderr(io.StringIO()):

@@ -22,6 +22,15 @@ def failed_job_error(ret: JobReturn) -> BaseException | None:
     return err if isinstance(err, BaseException) else None
 
 
+def global_state() -> dict:
+    """Hydra's process-wide state (its config loader and search path, the plugins found), which a job
+    started in another process needs to compose and run: what hydra-submitit-launcher hands each job.
+    hydra.core.singleton's Singleton.get_state: no public API."""
+    from hydra.core.singleton import Singleton
+
+    return Singleton.get_state()
+
+
 def run_hydra(task, config_dir, config_name: str, argv: list[str]) -> None:
     """What `@hydra.main(version_base="1.3", config_path=config_dir, config_name=...)` does with the
     command line, given `argv` rather than reading sys.argv: so that an entry point runs on the
